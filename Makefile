@@ -1,0 +1,82 @@
+# libdss: build, install, test, demo.
+#
+#   make test                 every test (cargo tests + the C suite via ctest);
+#                             installs missing Debian packages when run as root
+#   make demo                 two processes contending for a lock; brings up a
+#                             private PostgreSQL unless a connection string is
+#                             configured (PHOBOS_DSS_connect_string or
+#                             [dss] connect_string in $PHOBOS_CFG_FILE)
+#   make install PREFIX=/usr/local [DESTDIR=...] [LIBDIR=...]
+#   make migrate CONNINFO='host=... dbname=...'   apply sql/ with psql
+#   make header               regenerate include/dss.h
+
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share/dss
+SQLDIR  ?= $(DATADIR)/sql
+EXAMPLEDIR ?= $(PREFIX)/libexec/dss
+CARGO   ?= cargo
+CC      ?= cc
+CFLAGS  ?= -O2 -g -Wall -Wextra -std=c11
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+MAJOR   := $(firstword $(subst ., ,$(VERSION)))
+STAGE   := $(CURDIR)/build/stage
+EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
+
+.PHONY: all build install header test test-rust test-c demo deps migrate clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+header: build
+	@git diff --stat -- include/dss.h || true
+
+install: build
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SQLDIR) $(DESTDIR)$(EXAMPLEDIR)
+	install -m 0755 target/release/libdss.so $(DESTDIR)$(LIBDIR)/libdss.so.$(VERSION)
+	ln -sf libdss.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdss.so.$(MAJOR)
+	ln -sf libdss.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libdss.so
+	install -m 0644 include/dss.h $(DESTDIR)$(INCLUDEDIR)/dss.h
+	install -m 0644 sql/[0-9]*.sql $(DESTDIR)$(SQLDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@SQLDIR@|$(SQLDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' dss.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/dss.pc
+	@# The examples are built against the installed copy, through pkg-config.
+	for ex in $(EXAMPLES); do \
+	    $(CC) $(CFLAGS) -o $(DESTDIR)$(EXAMPLEDIR)/$$ex examples/$$ex.c \
+	        $$(PKG_CONFIG_PATH=$(DESTDIR)$(LIBDIR)/pkgconfig PKG_CONFIG_SYSROOT_DIR=$(DESTDIR) \
+	           pkg-config --cflags --libs dss) -Wl,-rpath,$(LIBDIR) || exit 1; \
+	done
+
+deps:
+	@sh scripts/deps.sh
+
+test: deps
+	$(MAKE) test-rust
+	$(MAKE) test-c
+
+test-rust:
+	$(CARGO) test --release
+
+test-c:
+	rm -rf $(STAGE) build/c-tests
+	$(MAKE) install PREFIX=$(STAGE)
+	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig cmake -S c-tests -B build/c-tests -DDSS_SOURCE_DIR=$(CURDIR)
+	cmake --build build/c-tests -j 2
+	cd build/c-tests && ctest --output-on-failure --timeout 600
+
+demo: deps
+	$(MAKE) install PREFIX=$(STAGE)
+	sh scripts/demo.sh $(STAGE)
+
+migrate:
+	@test -n "$(CONNINFO)" || { echo "usage: make migrate CONNINFO='host=... dbname=...'"; exit 2; }
+	for f in sql/[0-9]*.sql; do psql -X -q -v ON_ERROR_STOP=1 "$(CONNINFO)" -f $$f || exit 1; done
+
+clean:
+	rm -rf build
+	$(CARGO) clean

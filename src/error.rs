@@ -1,0 +1,216 @@
+//! The one error type of the library and its mapping to errno.
+//!
+//! Every failure is an [`Error`]: a [`Kind`] (which decides the errno the C
+//! caller sees, in [`Kind::errno`], the only place where that mapping lives)
+//! and a human-readable message, which the C boundary stores for
+//! `dss_last_error()`. Messages never contain the connection string, so they
+//! never contain a password.
+
+use std::fmt;
+
+use postgres::error::SqlState;
+
+/// What went wrong, as far as the caller's errno is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad argument, bad configuration, SQLSTATE class 22 or 42: `-EINVAL`.
+    InvalidArgument,
+    /// `dss_init` on a handle this process already initialised: `-EALREADY`.
+    AlreadyInitialised,
+    /// The lock does not exist: `-ENOLCK`.
+    NoLock,
+    /// The lock belongs to another owner: `-EACCES`.
+    NotOwner,
+    /// The lock is already held, SQLSTATE class 23: `-EEXIST`.
+    Exists,
+    /// SQLSTATE 53100 (disk full): `-ENOSPC`.
+    NoSpace,
+    /// SQLSTATE 53200, or a failed allocation: `-ENOMEM`.
+    OutOfMemory,
+    /// SQLSTATE 53300 (too many connections): `-EUSERS`.
+    TooManyUsers,
+    /// Other SQLSTATE class 53 (insufficient resources): `-EIO`.
+    Io,
+    /// Lost or refused connection, any other database error: `-ECOMM`.
+    Communication,
+    /// No pooled connection became free in time: `-ETIMEDOUT`.
+    TimedOut,
+    /// `dss_init`: the server could not be reached: `-ENOTCONN`.
+    NotConnected,
+    /// `dss_init`: the schema is missing or older than the library: `-EPROTO`.
+    Protocol,
+    /// A panic was caught at the C boundary: `-ENOTRECOVERABLE`.
+    Panic,
+}
+
+impl Kind {
+    /// The negative errno a C caller gets for this kind of failure.
+    pub fn errno(self) -> i32 {
+        let e = match self {
+            Kind::InvalidArgument => libc::EINVAL,
+            Kind::AlreadyInitialised => libc::EALREADY,
+            Kind::NoLock => libc::ENOLCK,
+            Kind::NotOwner => libc::EACCES,
+            Kind::Exists => libc::EEXIST,
+            Kind::NoSpace => libc::ENOSPC,
+            Kind::OutOfMemory => libc::ENOMEM,
+            Kind::TooManyUsers => libc::EUSERS,
+            Kind::Io => libc::EIO,
+            Kind::Communication => libc::ECOMM,
+            Kind::TimedOut => libc::ETIMEDOUT,
+            Kind::NotConnected => libc::ENOTCONN,
+            Kind::Protocol => libc::EPROTO,
+            Kind::Panic => libc::ENOTRECOVERABLE,
+        };
+        -e
+    }
+
+    /// Maps a SQLSTATE to a kind, following phobos's `psql_state2errno`
+    /// table: class 22 and 42 → EINVAL, 23 → EEXIST, 53100 → ENOSPC,
+    /// 53200 → ENOMEM, 53300 → EUSERS, other 53 → EIO, anything else → ECOMM.
+    /// One deliberate refinement: 23514 (a CHECK constraint, i.e. our length
+    /// limits) is EINVAL, as phobos's varchar limits gave EINVAL (22001).
+    pub fn from_sqlstate(code: &str) -> Kind {
+        if code == SqlState::CHECK_VIOLATION.code() {
+            return Kind::InvalidArgument;
+        }
+        match code {
+            "53100" => return Kind::NoSpace,
+            "53200" => return Kind::OutOfMemory,
+            "53300" => return Kind::TooManyUsers,
+            _ => {}
+        }
+        match code.get(..2) {
+            Some("22") | Some("42") => Kind::InvalidArgument,
+            Some("23") => Kind::Exists,
+            Some("53") => Kind::Io,
+            _ => Kind::Communication,
+        }
+    }
+}
+
+/// An error: its kind and a message for `dss_last_error()`.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::new(Kind::InvalidArgument, message)
+    }
+
+    pub fn errno(&self) -> i32 {
+        self.kind.errno()
+    }
+
+    /// A database error from a statement. An error without a SQLSTATE (the
+    /// connection closed, a socket error) is `Communication`, never success.
+    pub fn from_pg(context: &str, e: &postgres::Error) -> Error {
+        match e.as_db_error() {
+            Some(db) => {
+                let mut message = format!(
+                    "{context}: {} (SQLSTATE {})",
+                    db.message(),
+                    db.code().code()
+                );
+                if let Some(detail) = db.detail() {
+                    message.push_str(": ");
+                    message.push_str(detail);
+                }
+                Error::new(Kind::from_sqlstate(db.code().code()), message)
+            }
+            None => Error::new(
+                Kind::Communication,
+                format!("{context}: connection to the database failed: {e}"),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (errno {})", self.message, -self.errno())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// True when the server told us the statement did not run because the
+/// session is gone (admin shutdown, crash, connection exception): it is then
+/// safe to run it again on another connection. An error without SQLSTATE is
+/// never "safe": the statement may have committed before the link broke.
+pub fn statement_did_not_run(e: &postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || c.starts_with("57P")
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_table_matches_phobos() {
+        let cases = [
+            ("22001", libc::EINVAL),
+            ("22P02", libc::EINVAL),
+            ("42601", libc::EINVAL),
+            ("42P01", libc::EINVAL),
+            ("23505", libc::EEXIST),
+            ("23502", libc::EEXIST),
+            ("23514", libc::EINVAL),
+            ("53100", libc::ENOSPC),
+            ("53200", libc::ENOMEM),
+            ("53300", libc::EUSERS),
+            ("53400", libc::EIO),
+            ("57P01", libc::ECOMM),
+            ("08006", libc::ECOMM),
+            ("25P02", libc::ECOMM),
+            ("XX000", libc::ECOMM),
+            ("", libc::ECOMM),
+        ];
+        for (code, errno) in cases {
+            assert_eq!(Kind::from_sqlstate(code).errno(), -errno, "SQLSTATE {code}");
+        }
+    }
+
+    #[test]
+    fn every_kind_is_a_distinct_negative_errno() {
+        let kinds = [
+            Kind::InvalidArgument,
+            Kind::AlreadyInitialised,
+            Kind::NoLock,
+            Kind::NotOwner,
+            Kind::Exists,
+            Kind::NoSpace,
+            Kind::OutOfMemory,
+            Kind::TooManyUsers,
+            Kind::Io,
+            Kind::Communication,
+            Kind::TimedOut,
+            Kind::NotConnected,
+            Kind::Protocol,
+            Kind::Panic,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for k in kinds {
+            assert!(k.errno() < 0, "{k:?}");
+            assert!(seen.insert(k.errno()), "{k:?} shares its errno");
+        }
+    }
+}

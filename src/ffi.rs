@@ -1,0 +1,530 @@
+//! The C boundary, and nothing else: every exported function checks and
+//! converts its C arguments, calls the safe Rust code (`lock.rs`,
+//! `handle.rs`), and turns the result into 0 or a negative errno (the errno
+//! of each failure is decided in `error.rs`). Every entry is wrapped in
+//! [`guard`], so no panic ever unwinds into C.
+//!
+//! cbindgen turns this file into `include/dss.h`; the doc comments below are
+//! the C documentation.
+
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{CString, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{self, Settings};
+use crate::error::{Error, Kind, Result};
+use crate::handle::Handle;
+use crate::lock;
+use crate::registry;
+
+/// Longest lock id accepted, in bytes, not counting the terminating NUL.
+pub const DSS_MAX_LOCK_ID_LEN: usize = 2048;
+/// Longest lock owner accepted, in bytes, not counting the terminating NUL.
+pub const DSS_MAX_LOCK_OWNER_LEN: usize = 256;
+
+const _: () = assert!(DSS_MAX_LOCK_ID_LEN == lock::MAX_ID_LEN);
+const _: () = assert!(DSS_MAX_LOCK_OWNER_LEN == lock::MAX_OWNER_LEN);
+
+/// A connection handle to the Distributed State Service.
+///
+/// Allocated by the caller (on the stack, in a struct, anywhere), filled by
+/// dss_init() or dss_init_conninfo(), released by dss_fini(). `dh_conn` is
+/// private to the library; zero-initialise the struct before use so that a
+/// never-initialised handle is recognised as such.
+///
+/// One handle may be used by any number of threads at once. It stays usable
+/// in a child after fork(): the child opens its own connections on first
+/// use and never touches the parent's.
+#[repr(C)]
+pub struct dss_handle {
+    pub dh_conn: *mut c_void,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(message: &str) {
+    let c = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|l| *l.borrow_mut() = c);
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs one C entry point: errors become their negative errno (and the
+/// thread's last error message), a panic becomes -ENOTRECOVERABLE.
+fn guard(name: &str, f: impl FnOnce() -> Result<c_int>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(rc)) => rc,
+        Ok(Err(e)) => {
+            set_last_error(&format!("{name}: {}", e.message));
+            e.errno()
+        }
+        Err(payload) => {
+            set_last_error(&format!(
+                "{name}: internal error (panic: {}); please report it",
+                panic_message(&*payload)
+            ));
+            Kind::Panic.errno()
+        }
+    }
+}
+
+/// A C string argument as `&str`: not NULL, at most `max` bytes (read no
+/// further than that), valid UTF-8.
+///
+/// # Safety
+/// `p` is NULL or points to memory readable up to its NUL or `max + 1` bytes.
+unsafe fn str_arg<'a>(p: *const c_char, name: &str, max: usize) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    // SAFETY: caller's contract; strnlen never reads past max + 1 bytes.
+    let len = unsafe { libc::strnlen(p, max + 1) };
+    if len > max {
+        return Err(Error::invalid(format!("{name} is longer than {max} bytes")));
+    }
+    // SAFETY: `len` bytes were just found readable.
+    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+    std::str::from_utf8(bytes).map_err(|_| Error::invalid(format!("{name} is not valid UTF-8")))
+}
+
+/// A lock id: a non-empty string argument of at most 2048 bytes.
+///
+/// # Safety
+/// As [`str_arg`].
+unsafe fn id_arg<'a>(p: *const c_char) -> Result<&'a str> {
+    // SAFETY: forwarded.
+    let id = unsafe { str_arg(p, "lock_id", DSS_MAX_LOCK_ID_LEN) }?;
+    if id.is_empty() {
+        return Err(Error::invalid("lock_id is empty"));
+    }
+    Ok(id)
+}
+
+/// # Safety
+/// As [`str_arg`].
+unsafe fn owner_arg<'a>(p: *const c_char) -> Result<&'a str> {
+    // SAFETY: forwarded.
+    unsafe { str_arg(p, "lock_owner", DSS_MAX_LOCK_OWNER_LEN) }
+}
+
+/// The live handle behind `handle`, or `-EINVAL`.
+///
+/// # Safety
+/// `handle` is NULL or points to a readable `dss_handle`.
+unsafe fn handle_arg<'a>(handle: *const dss_handle) -> Result<&'a Handle> {
+    // SAFETY: caller's contract.
+    let Some(h) = (unsafe { handle.as_ref() }) else {
+        return Err(Error::invalid("handle is NULL"));
+    };
+    let p = h.dh_conn as usize;
+    if p == 0 {
+        return Err(Error::invalid("handle is not initialised (call dss_init first)"));
+    }
+    if !registry::contains(p) {
+        return Err(Error::invalid(
+            "handle is not initialised or was finalised (call dss_init first)",
+        ));
+    }
+    // SAFETY: registered pointers come from Box::into_raw in `init` and stay
+    // valid until dss_fini unregisters them.
+    Ok(unsafe { &*(p as *const Handle) })
+}
+
+/// Common part of both init calls.
+///
+/// # Safety
+/// `handle` is NULL or points to a writable `dss_handle`.
+unsafe fn init(handle: *mut dss_handle, conninfo: impl FnOnce() -> Result<String>) -> Result<c_int> {
+    // SAFETY: caller's contract.
+    let Some(h) = (unsafe { handle.as_mut() }) else {
+        return Err(Error::invalid("handle is NULL"));
+    };
+    let current = h.dh_conn as usize;
+    if registry::contains(current) {
+        // SAFETY: registered, hence a live Handle.
+        let existing = unsafe { &*(current as *const Handle) };
+        if existing.is_own() {
+            return Err(Error::new(
+                Kind::AlreadyInitialised,
+                "handle is already initialised (call dss_fini first)",
+            ));
+        }
+        // Inherited from the parent across fork(): forget it here, never
+        // drop it (that would close the parent's sessions).
+        registry::remove(current);
+        h.dh_conn = ptr::null_mut();
+    }
+    let result = conninfo()
+        .and_then(|c| Settings::new(&c))
+        .and_then(Handle::open);
+    let opened = match result {
+        Ok(opened) => opened,
+        Err(e) => {
+            h.dh_conn = ptr::null_mut();
+            return Err(e);
+        }
+    };
+    let raw = Box::into_raw(Box::new(opened));
+    if !registry::insert(raw as usize) {
+        // SAFETY: just made, never shared.
+        drop(unsafe { Box::from_raw(raw) });
+        h.dh_conn = ptr::null_mut();
+        return Err(Error::new(
+            Kind::OutOfMemory,
+            "too many live handles (16384)",
+        ));
+    }
+    h.dh_conn = raw.cast();
+    Ok(0)
+}
+
+/// Opens a handle with the connection string found in the configuration:
+/// the environment variable `PHOBOS_DSS_connect_string`, else key
+/// `connect_string` of section `[dss]` in the ini file named by
+/// `PHOBOS_CFG_FILE` (default `/etc/phobos.conf`).
+///
+/// The string is a libpq-style conninfo (`host=... port=... dbname=...
+/// user=... password=... connect_timeout=...`, several comma-separated hosts
+/// with `target_session_attrs=read-write`) or a `postgresql://` URI.
+/// `connect_timeout` defaults to 5 s. TLS is not supported: `sslmode=require`
+/// is refused, and the session runs in clear (use a Unix socket or a trusted
+/// network). Pool knobs, looked up the same way (`PHOBOS_DSS_<key>` then
+/// `[dss] <key>`): `pool_size` (connections per handle, default 8) and
+/// `pool_timeout_ms` (longest wait for a free connection, default 5000).
+///
+/// Connects once and checks the schema version written by the `sql/`
+/// migrations. The library never changes the schema itself.
+///
+/// @param[out] handle  caller-allocated handle, zero-initialised or
+///                     finalised; filled on success, `dh_conn` set to NULL
+///                     on failure.
+/// @return 0 on success;
+///         -EINVAL if `handle` is NULL, no connection string is configured
+///                 (variable unset and file or key missing), the string or
+///                 a pool setting is invalid, or `sslmode=require`;
+///         -EALREADY if `handle` is already initialised in this process;
+///         -ENOTCONN if the server cannot be reached or refuses the login;
+///         -EUSERS if the server has too many connections;
+///         -EPROTO if the schema is missing or older than this library
+///                 (dss_last_error() names both versions);
+///         -ENOMEM if too many handles are open (16384);
+///         -ENOTRECOVERABLE on an internal error (a bug: please report).
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_init(handle: *mut dss_handle) -> c_int {
+    // SAFETY: the C caller passes NULL or a valid handle.
+    guard("dss_init", || unsafe {
+        init(handle, config::connect_string_from_environment)
+    })
+}
+
+/// Opens a handle with the given connection string, ignoring
+/// `PHOBOS_DSS_connect_string` and the config file's `connect_string` (the
+/// pool knobs are still read from there; see dss_init()).
+///
+/// @param[out] handle    as for dss_init().
+/// @param[in]  conninfo  libpq-style conninfo or URI, NUL-terminated UTF-8;
+///                       not kept after the call.
+/// @return as dss_init(); -EINVAL also if `conninfo` is NULL or not UTF-8.
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_init_conninfo(handle: *mut dss_handle, conninfo: *const c_char) -> c_int {
+    guard("dss_init_conninfo", || {
+        if conninfo.is_null() {
+            return Err(Error::invalid("conninfo is NULL"));
+        }
+        // SAFETY: the C caller passes a NUL-terminated string.
+        let s = unsafe { std::ffi::CStr::from_ptr(conninfo) }
+            .to_str()
+            .map_err(|_| Error::invalid("conninfo is not valid UTF-8"))?
+            .to_string();
+        // SAFETY: as dss_init.
+        unsafe { init(handle, move || Ok(s)) }
+    })
+}
+
+/// Closes every connection of the handle and frees it; `dh_conn` becomes
+/// NULL. Safe on NULL, on a zeroed or never-initialised handle, and when
+/// called twice. In a forked child, only the child's own connections are
+/// closed; the parent's sessions are left alone.
+///
+/// Must not run while another thread still uses the same handle.
+///
+/// @param[in,out] handle  handle to release, or NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_fini(handle: *mut dss_handle) {
+    guard("dss_fini", || {
+        // SAFETY: the C caller passes NULL or a valid handle struct.
+        let Some(h) = (unsafe { handle.as_mut() }) else {
+            return Ok(0);
+        };
+        let p = h.dh_conn as usize;
+        h.dh_conn = ptr::null_mut();
+        if registry::remove(p) {
+            // SAFETY: registered pointers come from Box::into_raw in `init`;
+            // removal above makes this the only owner.
+            drop(unsafe { Box::from_raw(p as *mut Handle) });
+        }
+        Ok(0)
+    });
+}
+
+/// Takes a lock, atomically: of two concurrent callers for the same id,
+/// exactly one succeeds. A lock taken with dss_lock() never expires.
+///
+/// @param[in] handle      initialised handle.
+/// @param[in] lock_id     lock identifier: non-empty UTF-8, at most
+///                        DSS_MAX_LOCK_ID_LEN bytes; opaque (any characters).
+/// @param[in] lock_owner  owner name: UTF-8, at most DSS_MAX_LOCK_OWNER_LEN
+///                        bytes (e.g. from "hostname:pid"); not NULL.
+/// @return 0 if the lock was taken;
+///         -EEXIST if it is already held by anyone, `lock_owner` included;
+///         -EINVAL for a NULL or uninitialised handle, NULL `lock_id` or
+///                 `lock_owner`, an empty or too long id, a too long owner,
+///                 or a string that is not UTF-8 (nothing is sent);
+///         -ECOMM if the database connection failed or was lost (the
+///                outcome is then unknown: check with dss_lock_status());
+///         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+///         -ENOSPC, -ENOMEM, -EUSERS, -EIO for the server's resource errors
+///                (SQLSTATE 53100, 53200, 53300, other 53);
+///         -ENOTRECOVERABLE on an internal error.
+///         dss_last_error() describes any failure.
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_lock(
+    handle: *mut dss_handle,
+    lock_id: *const c_char,
+    lock_owner: *const c_char,
+) -> c_int {
+    // SAFETY: the C caller passes valid or NULL pointers.
+    guard("dss_lock", || unsafe {
+        let h = handle_arg(handle)?;
+        let id = id_arg(lock_id)?;
+        let owner = owner_arg(lock_owner)?;
+        lock::lock(h, id, owner).map(|()| 0)
+    })
+}
+
+/// Sets the lock's timestamp to now (the database clock).
+///
+/// @param[in] handle      initialised handle.
+/// @param[in] lock_id     lock identifier (as dss_lock()).
+/// @param[in] lock_owner  the caller's owner name; not NULL.
+/// @return 0 on success;
+///         -ENOLCK if the lock does not exist;
+///         -EACCES if it belongs to another owner (nothing changes);
+///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ENOTRECOVERABLE as for dss_lock().
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_lock_refresh(
+    handle: *mut dss_handle,
+    lock_id: *const c_char,
+    lock_owner: *const c_char,
+) -> c_int {
+    // SAFETY: the C caller passes valid or NULL pointers.
+    guard("dss_lock_refresh", || unsafe {
+        let h = handle_arg(handle)?;
+        let id = id_arg(lock_id)?;
+        let owner = owner_arg(lock_owner)?;
+        lock::refresh(h, id, owner).map(|()| 0)
+    })
+}
+
+/// Releases a lock held by `lock_owner`, or by anyone if `lock_owner` is
+/// NULL (forced release, for operators and cleanup).
+///
+/// @param[in] handle      initialised handle.
+/// @param[in] lock_id     lock identifier (as dss_lock()).
+/// @param[in] lock_owner  the caller's owner name, or NULL to force.
+/// @return 0 on success;
+///         -ENOLCK if the lock does not exist;
+///         -EACCES if it belongs to another owner (nothing changes);
+///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ENOTRECOVERABLE as for dss_lock().
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_unlock(
+    handle: *mut dss_handle,
+    lock_id: *const c_char,
+    lock_owner: *const c_char,
+) -> c_int {
+    // SAFETY: the C caller passes valid or NULL pointers.
+    guard("dss_unlock", || unsafe {
+        let h = handle_arg(handle)?;
+        let id = id_arg(lock_id)?;
+        let owner = if lock_owner.is_null() {
+            None
+        } else {
+            Some(owner_arg(lock_owner)?)
+        };
+        lock::unlock(h, id, owner).map(|()| 0)
+    })
+}
+
+/// Tells who holds a lock and since when.
+///
+/// Outputs are written only on success.
+///
+/// @param[in]  handle          initialised handle.
+/// @param[in]  lock_id         lock identifier (as dss_lock()).
+/// @param[out] lock_owner      if not NULL, receives a malloc()ed copy of the
+///                             owner name; the caller releases it with free().
+/// @param[out] lock_timestamp  if not NULL, receives the time the lock was
+///                             taken or last refreshed, in seconds and
+///                             microseconds since the Unix epoch (UTC), as
+///                             measured by the database clock; unaffected by
+///                             the client's or server's time zone and DST.
+/// @return 0 on success;
+///         -ENOLCK if the lock does not exist;
+///         -ENOMEM if the owner copy cannot be allocated (nothing written);
+///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -EUSERS, -EIO,
+///         -ENOTRECOVERABLE as for dss_lock().
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_lock_status(
+    handle: *mut dss_handle,
+    lock_id: *const c_char,
+    lock_owner: *mut *mut c_char,
+    lock_timestamp: *mut libc::timeval,
+) -> c_int {
+    // SAFETY: the C caller passes valid or NULL pointers.
+    guard("dss_lock_status", || unsafe {
+        let h = handle_arg(handle)?;
+        let id = id_arg(lock_id)?;
+        let status = lock::status(h, id)?;
+        let owner_copy = if lock_owner.is_null() {
+            None
+        } else {
+            Some(malloc_str(&status.owner)?)
+        };
+        if let Some(ts) = lock_timestamp.as_mut() {
+            *ts = timeval_of(status.timestamp);
+        }
+        if let Some(copy) = owner_copy {
+            *lock_owner = copy;
+        }
+        Ok(0)
+    })
+}
+
+/// Describes the last failed call made by the calling thread: what failed
+/// and why, with the PostgreSQL message and SQLSTATE when the server
+/// reported one. Never contains a password.
+///
+/// @return a NUL-terminated string owned by the library, valid until the
+///         next failing call on this thread; "" if no call has failed on
+///         this thread yet. Do not free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_last_error() -> *const c_char {
+    LAST_ERROR.with(|l| l.borrow().as_ptr())
+}
+
+/// The library's version, e.g. "0.1.0".
+///
+/// @return a static NUL-terminated string; do not free it.
+#[unsafe(no_mangle)]
+pub extern "C" fn dss_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// A malloc()ed NUL-terminated copy, to be released by the C caller with free().
+fn malloc_str(s: &str) -> Result<*mut c_char> {
+    // SAFETY: plain allocation of len + 1 bytes.
+    let p = unsafe { libc::malloc(s.len() + 1) }.cast::<c_char>();
+    if p.is_null() {
+        return Err(Error::new(
+            Kind::OutOfMemory,
+            format!("cannot allocate {} bytes for the owner name", s.len() + 1),
+        ));
+    }
+    // SAFETY: `p` has room for s.len() + 1 bytes.
+    unsafe {
+        ptr::copy_nonoverlapping(s.as_ptr().cast::<c_char>(), p, s.len());
+        *p.add(s.len()) = 0;
+    }
+    Ok(p)
+}
+
+/// A `struct timeval` for a point in time, correct before 1970 too
+/// (`tv_usec` always in 0..1_000_000).
+pub fn timeval_of(t: SystemTime) -> libc::timeval {
+    let (sec, usec) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_micros())),
+        Err(e) => {
+            let d = e.duration();
+            let (s, us) = (d.as_secs() as i64, i64::from(d.subsec_micros()));
+            if us == 0 { (-s, 0) } else { (-s - 1, 1_000_000 - us) }
+        }
+    };
+    libc::timeval {
+        tv_sec: sec as libc::time_t,
+        tv_usec: usec as libc::suseconds_t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn guard_turns_a_panic_into_enotrecoverable() {
+        let rc = guard("test", || panic!("boom"));
+        assert_eq!(rc, -libc::ENOTRECOVERABLE);
+        let msg = unsafe { std::ffi::CStr::from_ptr(dss_last_error()) };
+        assert!(msg.to_str().unwrap().contains("boom"), "{msg:?}");
+    }
+
+    #[test]
+    fn timeval_before_and_after_the_epoch() {
+        let tv = timeval_of(UNIX_EPOCH + Duration::from_micros(1_500_000));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (1, 500_000));
+        let tv = timeval_of(UNIX_EPOCH - Duration::from_micros(1_500_000));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (-2, 500_000));
+        let tv = timeval_of(UNIX_EPOCH - Duration::from_secs(3));
+        assert_eq!((tv.tv_sec, tv.tv_usec), (-3, 0));
+    }
+
+    #[test]
+    fn string_arguments_are_checked_before_anything_else() {
+        let long = CString::new(vec![b'a'; DSS_MAX_LOCK_ID_LEN + 1]).unwrap();
+        let max = CString::new(vec![b'a'; DSS_MAX_LOCK_ID_LEN]).unwrap();
+        let bad_utf8 = CString::new(vec![0xff, 0xfe]).unwrap();
+        let empty = CString::new("").unwrap();
+        unsafe {
+            assert!(id_arg(ptr::null()).is_err());
+            assert!(id_arg(empty.as_ptr()).is_err());
+            assert!(id_arg(long.as_ptr()).is_err());
+            assert!(id_arg(bad_utf8.as_ptr()).is_err());
+            assert_eq!(id_arg(max.as_ptr()).unwrap().len(), DSS_MAX_LOCK_ID_LEN);
+            assert_eq!(owner_arg(empty.as_ptr()).unwrap(), "");
+        }
+    }
+
+    #[test]
+    fn calls_on_bad_handles_are_einval() {
+        let id = CString::new("x").unwrap();
+        let mut zeroed = dss_handle {
+            dh_conn: ptr::null_mut(),
+        };
+        let mut garbage = dss_handle {
+            dh_conn: 0x1234_5670 as *mut c_void,
+        };
+        assert_eq!(dss_lock(ptr::null_mut(), id.as_ptr(), id.as_ptr()), -libc::EINVAL);
+        assert_eq!(dss_lock(&mut zeroed, id.as_ptr(), id.as_ptr()), -libc::EINVAL);
+        assert_eq!(dss_lock(&mut garbage, id.as_ptr(), id.as_ptr()), -libc::EINVAL);
+        dss_fini(ptr::null_mut());
+        dss_fini(&mut garbage);
+        assert!(garbage.dh_conn.is_null());
+        dss_fini(&mut zeroed);
+    }
+}

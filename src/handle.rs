@@ -1,0 +1,168 @@
+//! The object behind `dss_handle.dh_conn`: settings plus pools, fork-aware.
+//!
+//! Fork rules (C daemons fork after `dss_init`):
+//! * r2d2 runs helper threads and uses `parking_lot`, neither of which
+//!   survives `fork()`. So r2d2 is only ever used in one process per program:
+//!   the first one that initialises a handle ([`R2D2_PID`]). Every handle
+//!   created in any other process uses a [`LocalPool`] (`std::sync` only).
+//! * A handle used in a process other than the one that created it (an
+//!   inherited handle in a child) never touches its creator's pool: it
+//!   lazily builds a pool of its own for the current pid ([`PidPool`]).
+//! * Whatever was inherited is never dropped in the child: dropping a
+//!   `postgres::Client` sends Terminate on a socket the parent still uses.
+//!   Inherited pools are leaked on purpose (a few hundred bytes per fork
+//!   generation).
+
+use std::mem::ManuallyDrop;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use crate::config::Settings;
+use crate::error::{Error, Result, statement_did_not_run};
+use crate::pool::{Conn, LocalPool, Pool, R2d2Pool};
+
+/// The process that started r2d2, 0 before any. Inherited across fork, so
+/// a child sees its parent's pid here and knows not to use r2d2.
+static R2D2_PID: AtomicU32 = AtomicU32::new(0);
+
+pub fn current_pid() -> u32 {
+    std::process::id()
+}
+
+/// Claims r2d2 for this process if no process of this program did before.
+fn r2d2_allowed() -> bool {
+    let me = current_pid();
+    match R2D2_PID.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => true,
+        Err(owner) => owner == me,
+    }
+}
+
+/// A pool that belongs to one process.
+struct PidPool {
+    pid: u32,
+    pool: Pool,
+}
+
+pub struct Handle {
+    settings: Settings,
+    /// Process that created `primary`.
+    creator: u32,
+    /// The creator's pool; only dropped by the creator.
+    primary: ManuallyDrop<Pool>,
+    /// Pool of the process currently using an inherited handle (null until
+    /// first use in a child). Replaced, never freed, when the pid changes.
+    forked: AtomicPtr<PidPool>,
+}
+
+impl Handle {
+    /// Connects once to check that the server is reachable and the schema
+    /// current, then builds the pool.
+    pub fn open(settings: Settings) -> Result<Handle> {
+        let first = Conn::connect(&settings.pg)?;
+        let primary = if r2d2_allowed() {
+            // The checking connection is closed; r2d2 makes its own.
+            drop(first);
+            Pool::R2d2(R2d2Pool::new(&settings))
+        } else {
+            Pool::Local(LocalPool::new(&settings, Some(first)))
+        };
+        Ok(Handle {
+            settings,
+            creator: current_pid(),
+            primary: ManuallyDrop::new(primary),
+            forked: AtomicPtr::new(ptr::null_mut()),
+        })
+    }
+
+    /// True if this process created the handle.
+    pub fn is_own(&self) -> bool {
+        self.creator == current_pid()
+    }
+
+    /// The pool this process must use.
+    fn pool(&self) -> &Pool {
+        let me = current_pid();
+        if me == self.creator {
+            return &self.primary;
+        }
+        let cur = self.forked.load(Ordering::Acquire);
+        // SAFETY: `forked` only ever holds null or a pointer from
+        // Box::into_raw that is never freed while the handle lives.
+        if let Some(p) = unsafe { cur.as_ref() }
+            && p.pid == me
+        {
+            return &p.pool;
+        }
+        let mine = Box::into_raw(Box::new(PidPool {
+            pid: me,
+            pool: Pool::Local(LocalPool::new(&self.settings, None)),
+        }));
+        match self
+            .forked
+            .compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // The previous value (another process's pool, inherited) is
+            // leaked on purpose.
+            // SAFETY: just installed; lives as long as the handle.
+            Ok(_) => unsafe { &(*mine).pool },
+            Err(winner) => {
+                // Another thread of this process installed one first.
+                // SAFETY: `mine` was never shared; `winner` is a live pool
+                // of this process (only this process's threads write here).
+                unsafe {
+                    drop(Box::from_raw(mine));
+                    &(*winner).pool
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on a pooled connection. If the server says the statement did
+    /// not run because the session was gone (shutdown, restart), it is run
+    /// again on another connection, at most `pool_size` more times. Any
+    /// other failure is returned as it is: a statement that may have run is
+    /// never repeated.
+    pub fn run<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let pool = self.pool();
+        let mut retries = 0;
+        loop {
+            let mut conn = pool.checkout()?;
+            match f(&mut conn) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if e.code().is_none() || statement_did_not_run(&e) {
+                        conn.broken = true;
+                    }
+                    if statement_did_not_run(&e) && retries < self.settings.pool_size {
+                        retries += 1;
+                        continue;
+                    }
+                    return Err(Error::from_pg(what, &e));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let me = current_pid();
+        let forked = self.forked.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: see `pool`; we own the handle, so no thread uses it now.
+        if let Some(p) = unsafe { forked.as_ref() }
+            && p.pid == me
+        {
+            // SAFETY: this process's own pool, made by Box::into_raw.
+            drop(unsafe { Box::from_raw(forked) });
+        }
+        if me == self.creator {
+            // SAFETY: dropped once, here; never used again.
+            unsafe { ManuallyDrop::drop(&mut self.primary) };
+        }
+    }
+}

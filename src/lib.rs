@@ -1,0 +1,21 @@
+//! libdss: the phobos Distributed State Service lock API, on PostgreSQL,
+//! for C programs (see `include/dss.h`).
+//!
+//! Where to look:
+//! * `ffi`      – the C boundary: argument checks, panic guard, errno.
+//! * `lock`     – what each lock call does.
+//! * `sql`      – every SQL statement.
+//! * `handle`   – the object behind `dss_handle`, and the fork rules.
+//! * `pool`     – connections, prepared statements, the two pools.
+//! * `config`   – where settings come from.
+//! * `error`    – the error type and the errno table.
+//! * `registry` – which handle pointers are live.
+
+pub mod config;
+pub mod error;
+pub mod ffi;
+pub mod handle;
+pub mod lock;
+pub mod pool;
+mod registry;
+pub mod sql;

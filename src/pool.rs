@@ -1,0 +1,396 @@
+//! Connections: one PostgreSQL session with its prepared statements, and the
+//! two pools that hand them out.
+//!
+//! * [`R2d2Pool`]: an `r2d2` pool of `r2d2_postgres` clients, used by the one
+//!   process that started r2d2 (see `handle.rs` for why only one).
+//! * [`LocalPool`]: a small pool built on `std::sync` only, with connections
+//!   made in the calling thread; used in any other process (after `fork()`),
+//!   where r2d2's `parking_lot` state and helper threads cannot be trusted.
+//!
+//! Neither pool tests a connection with a round trip on checkout. A
+//! connection is checked for free ([`Conn::is_stale`]: a non-blocking read
+//! of what the server may have sent while it was idle, e.g. the FATAL of a
+//! shutdown), and a call whose statement the server says did not run is
+//! retried on another connection (`handle.rs`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::Type;
+use postgres::{Client, NoTls, Statement};
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::config::Settings;
+use crate::error::{Error, Kind, Result};
+use crate::sql;
+
+/// The statements of one connection, prepared when it is made.
+pub struct Statements {
+    pub lock: Statement,
+    pub refresh: Statement,
+    pub unlock: Statement,
+    pub unlock_force: Statement,
+    pub status: Statement,
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> std::result::Result<Statements, postgres::Error> {
+        let text2 = [Type::TEXT, Type::TEXT];
+        let text1 = [Type::TEXT];
+        Ok(Statements {
+            lock: client.prepare_typed(sql::LOCK, &text2)?,
+            refresh: client.prepare_typed(sql::REFRESH, &text2)?,
+            unlock: client.prepare_typed(sql::UNLOCK, &text2)?,
+            unlock_force: client.prepare_typed(sql::UNLOCK_FORCE, &text1)?,
+            status: client.prepare_typed(sql::STATUS, &text1)?,
+        })
+    }
+}
+
+/// One database session.
+pub struct Conn {
+    pub client: Client,
+    pub st: Statements,
+    /// Set when a call saw this session fail: the pool drops it.
+    pub broken: bool,
+}
+
+impl Conn {
+    /// Connects, checks the schema version and prepares the statements.
+    /// Errors: `NotConnected` (cannot reach or log in), `TooManyUsers`,
+    /// `Protocol` (schema missing or too old).
+    pub fn connect(pg: &postgres::Config) -> Result<Conn> {
+        let manager = PostgresConnectionManager::new(pg.clone(), NoTls);
+        let mut client = r2d2::ManageConnection::connect(&manager).map_err(connect_error)?;
+        check_schema(&mut client)?;
+        let st = Statements::prepare(&mut client)
+            .map_err(|e| Error::from_pg("cannot prepare the lock statements", &e))?;
+        Ok(Conn {
+            client,
+            st,
+            broken: false,
+        })
+    }
+
+    /// True if the session is known to be dead, found without a round trip:
+    /// polls the socket for anything the server sent while we were idle
+    /// (a FATAL on shutdown, or end of file).
+    pub fn is_stale(&mut self) -> bool {
+        if self.broken || self.client.is_closed() {
+            return true;
+        }
+        let polled = self.client.notifications().iter().next();
+        polled.is_err() || self.client.is_closed()
+    }
+}
+
+fn connect_error(e: postgres::Error) -> Error {
+    let kind = match e.code().map(|c| c.code()) {
+        Some("53300") => Kind::TooManyUsers,
+        _ => Kind::NotConnected,
+    };
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    Error::new(kind, format!("cannot connect to PostgreSQL: {detail}"))
+}
+
+fn check_schema(client: &mut Client) -> Result<()> {
+    let expected = sql::SCHEMA_VERSION;
+    let found: Option<i32> = match client.query_one(sql::SCHEMA_VERSION_QUERY, &[]) {
+        Ok(row) => row.get(0),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => None,
+        Err(e) => return Err(Error::from_pg("cannot read dss.schema_info", &e)),
+    };
+    match found {
+        Some(v) if v >= expected => Ok(()),
+        _ => Err(Error::new(
+            Kind::Protocol,
+            format!(
+                "database schema version {} found, version {expected} expected: \
+                 apply the sql/ migrations (psql -v ON_ERROR_STOP=1 -f each file, or make migrate)",
+                found.unwrap_or(0)
+            ),
+        )),
+    }
+}
+
+/// Whether the server was reachable at the last connection attempt, and why
+/// not. Lets a call fail fast with `-ECOMM` during an outage instead of
+/// waiting the whole pool timeout for a connection that cannot come.
+#[derive(Default)]
+struct Health {
+    down: AtomicBool,
+    last_error: Mutex<String>,
+}
+
+impl Health {
+    fn record(&self, result: &Result<Conn>) {
+        match result {
+            Ok(_) => self.down.store(false, Ordering::SeqCst),
+            Err(e) => {
+                *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) =
+                    e.message.clone();
+                self.down.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn outage(&self) -> Option<Error> {
+        if !self.down.load(Ordering::SeqCst) {
+            return None;
+        }
+        let msg = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Some(Error::new(
+            Kind::Communication,
+            format!("database unreachable: {msg}"),
+        ))
+    }
+}
+
+/// r2d2's view of how to make and judge a [`Conn`].
+pub struct Manager {
+    pg: postgres::Config,
+    health: Arc<Health>,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = Error;
+
+    fn connect(&self) -> Result<Conn> {
+        let result = Conn::connect(&self.pg);
+        self.health.record(&result);
+        result
+    }
+
+    /// Only called right after `connect` (test_on_check_out is off), which
+    /// has just done round trips of its own.
+    fn is_valid(&self, _conn: &mut Conn) -> Result<()> {
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || conn.client.is_closed()
+    }
+}
+
+/// r2d2 logs background connection errors through `log`; we keep them in
+/// [`Health`] instead, for `dss_last_error`.
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<Error> for QuietErrors {
+    fn handle_error(&self, _error: Error) {}
+}
+
+/// How long one slice of a checkout waits before looking at [`Health`].
+const CHECKOUT_SLICE: Duration = Duration::from_millis(50);
+
+pub struct R2d2Pool {
+    pool: r2d2::Pool<Manager>,
+    health: Arc<Health>,
+    timeout: Duration,
+}
+
+impl R2d2Pool {
+    pub fn new(settings: &Settings) -> R2d2Pool {
+        let health = Arc::new(Health::default());
+        let manager = Manager {
+            pg: settings.pg.clone(),
+            health: health.clone(),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connection_timeout(settings.pool_timeout)
+            .error_handler(Box::new(QuietErrors))
+            .build_unchecked(manager);
+        R2d2Pool {
+            pool,
+            health,
+            timeout: settings.pool_timeout,
+        }
+    }
+
+    fn get(&self) -> Result<r2d2::PooledConnection<Manager>> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(c) = self.pool.try_get() {
+                return Ok(c);
+            }
+            if let Some(e) = self.health.outage() {
+                return Err(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timed_out(self.timeout));
+            }
+            if let Ok(c) = self.pool.get_timeout(CHECKOUT_SLICE.min(deadline - now)) {
+                return Ok(c);
+            }
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> Error {
+    Error::new(
+        Kind::TimedOut,
+        format!(
+            "no pooled connection became free within {} ms (raise pool_size or pool_timeout_ms)",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// A pool on `std::sync` only, for processes forked from the one running
+/// r2d2. Connections are made in the calling thread.
+pub struct LocalPool {
+    pg: postgres::Config,
+    size: u32,
+    timeout: Duration,
+    state: Mutex<LocalState>,
+    freed: Condvar,
+}
+
+struct LocalState {
+    idle: Vec<Conn>,
+    total: u32,
+}
+
+impl LocalPool {
+    pub fn new(settings: &Settings, first: Option<Conn>) -> LocalPool {
+        let total = u32::from(first.is_some());
+        LocalPool {
+            pg: settings.pg.clone(),
+            size: settings.pool_size,
+            timeout: settings.pool_timeout,
+            state: Mutex::new(LocalState {
+                idle: first.into_iter().collect(),
+                total,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self) -> Result<LocalConn<'_>> {
+        let deadline = Instant::now() + self.timeout;
+        let mut st = self.lock();
+        loop {
+            if let Some(conn) = st.idle.pop() {
+                return Ok(LocalConn {
+                    pool: self,
+                    conn: Some(conn),
+                });
+            }
+            if st.total < self.size {
+                st.total += 1;
+                drop(st);
+                return match Conn::connect(&self.pg) {
+                    Ok(conn) => Ok(LocalConn {
+                        pool: self,
+                        conn: Some(conn),
+                    }),
+                    Err(e) => {
+                        self.lock().total -= 1;
+                        self.freed.notify_one();
+                        Err(Error::new(Kind::Communication, e.message))
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(timed_out(self.timeout));
+            }
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+pub struct LocalConn<'a> {
+    pool: &'a LocalPool,
+    conn: Option<Conn>,
+}
+
+impl Drop for LocalConn<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let mut st = self.pool.lock();
+        if conn.broken || conn.client.is_closed() {
+            st.total -= 1;
+            drop(st);
+            drop(conn);
+        } else {
+            st.idle.push(conn);
+            drop(st);
+        }
+        self.pool.freed.notify_one();
+    }
+}
+
+/// Either kind of pool.
+pub enum Pool {
+    R2d2(R2d2Pool),
+    Local(LocalPool),
+}
+
+/// A checked-out connection; goes back to its pool when dropped (or is
+/// discarded if marked broken).
+pub enum Checkout<'a> {
+    R2d2(r2d2::PooledConnection<Manager>),
+    Local(LocalConn<'a>),
+}
+
+impl std::ops::Deref for Checkout<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        match self {
+            Checkout::R2d2(c) => c,
+            Checkout::Local(c) => c.conn.as_ref().expect("checked out"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Checkout<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match self {
+            Checkout::R2d2(c) => c,
+            Checkout::Local(c) => c.conn.as_mut().expect("checked out"),
+        }
+    }
+}
+
+impl Pool {
+    /// A live-looking connection: stale ones found on the way are dropped.
+    pub fn checkout(&self) -> Result<Checkout<'_>> {
+        loop {
+            let mut c = match self {
+                Pool::R2d2(p) => Checkout::R2d2(p.get()?),
+                Pool::Local(p) => Checkout::Local(p.get()?),
+            };
+            if c.is_stale() {
+                c.broken = true;
+                continue;
+            }
+            return Ok(c);
+        }
+    }
+}

@@ -8,6 +8,9 @@
 //! the C documentation.
 
 #![allow(non_camel_case_types)]
+// The exported functions take raw pointers from C by design; each checks
+// them (NULL, registry, lengths) before use, as rustls-ffi does.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use std::cell::RefCell;
 use std::ffi::{CString, c_char, c_int, c_void};
@@ -132,7 +135,9 @@ unsafe fn handle_arg<'a>(handle: *const dss_handle) -> Result<&'a Handle> {
     };
     let p = h.dh_conn as usize;
     if p == 0 {
-        return Err(Error::invalid("handle is not initialised (call dss_init first)"));
+        return Err(Error::invalid(
+            "handle is not initialised (call dss_init first)",
+        ));
     }
     if !registry::contains(p) {
         return Err(Error::invalid(
@@ -148,7 +153,10 @@ unsafe fn handle_arg<'a>(handle: *const dss_handle) -> Result<&'a Handle> {
 ///
 /// # Safety
 /// `handle` is NULL or points to a writable `dss_handle`.
-unsafe fn init(handle: *mut dss_handle, conninfo: impl FnOnce() -> Result<String>) -> Result<c_int> {
+unsafe fn init(
+    handle: *mut dss_handle,
+    conninfo: impl FnOnce() -> Result<String>,
+) -> Result<c_int> {
     // SAFETY: caller's contract.
     let Some(h) = (unsafe { handle.as_mut() }) else {
         return Err(Error::invalid("handle is NULL"));
@@ -462,7 +470,11 @@ pub fn timeval_of(t: SystemTime) -> libc::timeval {
         Err(e) => {
             let d = e.duration();
             let (s, us) = (d.as_secs() as i64, i64::from(d.subsec_micros()));
-            if us == 0 { (-s, 0) } else { (-s - 1, 1_000_000 - us) }
+            if us == 0 {
+                (-s, 0)
+            } else {
+                (-s - 1, 1_000_000 - us)
+            }
         }
     };
     libc::timeval {
@@ -519,9 +531,18 @@ mod tests {
         let mut garbage = dss_handle {
             dh_conn: 0x1234_5670 as *mut c_void,
         };
-        assert_eq!(dss_lock(ptr::null_mut(), id.as_ptr(), id.as_ptr()), -libc::EINVAL);
-        assert_eq!(dss_lock(&mut zeroed, id.as_ptr(), id.as_ptr()), -libc::EINVAL);
-        assert_eq!(dss_lock(&mut garbage, id.as_ptr(), id.as_ptr()), -libc::EINVAL);
+        assert_eq!(
+            dss_lock(ptr::null_mut(), id.as_ptr(), id.as_ptr()),
+            -libc::EINVAL
+        );
+        assert_eq!(
+            dss_lock(&mut zeroed, id.as_ptr(), id.as_ptr()),
+            -libc::EINVAL
+        );
+        assert_eq!(
+            dss_lock(&mut garbage, id.as_ptr(), id.as_ptr()),
+            -libc::EINVAL
+        );
         dss_fini(ptr::null_mut());
         dss_fini(&mut garbage);
         assert!(garbage.dh_conn.is_null());

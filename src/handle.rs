@@ -65,7 +65,7 @@ impl Handle {
             drop(first);
             Pool::R2d2(R2d2Pool::new(&settings))
         } else {
-            Pool::Local(LocalPool::new(&settings, Some(first)))
+            Pool::Local(Box::new(LocalPool::new(&settings, Some(first))))
         };
         Ok(Handle {
             settings,
@@ -96,7 +96,7 @@ impl Handle {
         }
         let mine = Box::into_raw(Box::new(PidPool {
             pid: me,
-            pool: Pool::Local(LocalPool::new(&self.settings, None)),
+            pool: Pool::Local(Box::new(LocalPool::new(&self.settings, None))),
         }));
         match self
             .forked

@@ -13,7 +13,7 @@
 //! shutdown), and a call whose statement the server says did not run is
 //! retried on another connection (`handle.rs`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,9 @@ fn check_schema(client: &mut Client) -> Result<()> {
 struct Health {
     down: AtomicBool,
     last_error: Mutex<String>,
+    /// Connection attempts in progress (a server that does not answer keeps
+    /// them there until connect_timeout).
+    connecting: AtomicU32,
 }
 
 impl Health {
@@ -132,8 +135,10 @@ impl Health {
         match result {
             Ok(_) => self.down.store(false, Ordering::SeqCst),
             Err(e) => {
-                *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) =
-                    e.message.clone();
+                *self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = e.message.clone();
                 self.down.store(true, Ordering::SeqCst);
             }
         }
@@ -166,7 +171,9 @@ impl r2d2::ManageConnection for Manager {
     type Error = Error;
 
     fn connect(&self) -> Result<Conn> {
+        self.health.connecting.fetch_add(1, Ordering::SeqCst);
         let result = Conn::connect(&self.pg);
+        self.health.connecting.fetch_sub(1, Ordering::SeqCst);
         self.health.record(&result);
         result
     }
@@ -234,6 +241,16 @@ impl R2d2Pool {
             }
             let now = Instant::now();
             if now >= deadline {
+                if self.health.connecting.load(Ordering::SeqCst) > 0 {
+                    // Waiting for a connection the server does not grant.
+                    return Err(Error::new(
+                        Kind::Communication,
+                        format!(
+                            "the database did not accept a connection within {} ms",
+                            self.timeout.as_millis()
+                        ),
+                    ));
+                }
                 return Err(timed_out(self.timeout));
             }
             if let Ok(c) = self.pool.get_timeout(CHECKOUT_SLICE.min(deadline - now)) {
@@ -349,7 +366,7 @@ impl Drop for LocalConn<'_> {
 /// Either kind of pool.
 pub enum Pool {
     R2d2(R2d2Pool),
-    Local(LocalPool),
+    Local(Box<LocalPool>),
 }
 
 /// A checked-out connection; goes back to its pool when dropped (or is

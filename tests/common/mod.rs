@@ -1,0 +1,115 @@
+//! A private PostgreSQL cluster for the integration tests of one test
+//! binary: started on first use with scripts/pgtmp.sh (initdb + pg_ctl,
+//! Unix socket only, sql/ applied) and destroyed when the process exits.
+//! DSS_TEST_CONNINFO, if set, names an existing database instead. A cluster
+//! that cannot be started fails the test: nothing is skipped.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use dss::config::Settings;
+use dss::handle::Handle;
+
+pub struct Cluster {
+    pub dir: Option<PathBuf>,
+    pub conninfo: String,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pgtmp.sh")
+}
+
+extern "C" fn destroy_cluster() {
+    if let Some(Cluster { dir: Some(dir), .. }) = CLUSTER.get() {
+        let _ = Command::new("sh")
+            .arg(script())
+            .arg("destroy")
+            .arg(dir)
+            .status();
+    }
+}
+
+/// Starts (once) and returns the cluster.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        if let Ok(c) = std::env::var("DSS_TEST_CONNINFO") {
+            return Cluster {
+                dir: None,
+                conninfo: c,
+            };
+        }
+        let dir = tempdir("dss-rt");
+        let out = Command::new("sh")
+            .arg(script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("run scripts/pgtmp.sh");
+        assert!(
+            out.status.success(),
+            "cannot start a private PostgreSQL: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe { libc::atexit(destroy_cluster) };
+        let conninfo = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Cluster {
+            dir: Some(dir),
+            conninfo,
+        }
+    })
+}
+
+/// A fresh, short directory under /tmp (Unix socket paths are short).
+pub fn tempdir(prefix: &str) -> PathBuf {
+    let out = Command::new("mktemp")
+        .arg("-d")
+        .arg(format!("/tmp/{prefix}.XXXXXX"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn conninfo() -> String {
+    cluster().conninfo.clone()
+}
+
+/// A handle on the test database, with an application_name of its own so a
+/// test can find (and kill) its sessions.
+pub fn handle_named(app: &str) -> Handle {
+    let s = Settings::new(&format!("{} application_name={app}", conninfo())).unwrap();
+    Handle::open(s).unwrap()
+}
+
+pub fn handle() -> Handle {
+    handle_named("libdss-test")
+}
+
+/// A plain client, for checking what is in the table behind the library.
+pub fn client() -> postgres::Client {
+    postgres::Client::connect(&conninfo(), postgres::NoTls).unwrap()
+}
+
+/// An id no other test uses.
+pub fn uid(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}:{}:{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn errno<T: std::fmt::Debug>(r: dss::error::Result<T>) -> i32 {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.errno(),
+    }
+}

@@ -1,0 +1,132 @@
+//! A server stop and start under one handle, on a cluster of this test's own.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dss::config::Settings;
+use dss::handle::Handle;
+use dss::lock;
+
+fn pgtmp(cmd: &str, dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pgtmp.sh"))
+        .arg(cmd)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgtmp {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+type Call<'a> = Box<dyn Fn() -> i32 + 'a>;
+
+struct Destroy<'a>(&'a Path);
+impl Drop for Destroy<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pgtmp.sh"))
+            .arg("destroy")
+            .arg(self.0)
+            .status();
+    }
+}
+
+#[test]
+fn stop_and_start_under_one_handle() {
+    let dir = common::tempdir("dss-out");
+    let _cleanup = Destroy(&dir);
+    let conninfo = pgtmp("start", &dir);
+    let h = Arc::new(Handle::open(Settings::new(&conninfo).unwrap()).unwrap());
+
+    lock::lock(&h, "held-before", "keeper").unwrap();
+    // Several pooled connections in use.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let h = h.clone();
+            s.spawn(move || {
+                let id = format!("warm{t}");
+                for _ in 0..20 {
+                    lock::lock(&h, &id, "w").unwrap();
+                    lock::unlock(&h, &id, Some("w")).unwrap();
+                }
+            });
+        }
+    });
+
+    pgtmp("stop", &dir);
+    for round in 0..3 {
+        let calls: [(&str, Call); 5] = [
+            ("lock", Box::new(|| common::errno(lock::lock(&h, "x", "o")))),
+            (
+                "refresh",
+                Box::new(|| common::errno(lock::refresh(&h, "held-before", "keeper"))),
+            ),
+            (
+                "unlock",
+                Box::new(|| common::errno(lock::unlock(&h, "held-before", Some("keeper")))),
+            ),
+            (
+                "force unlock",
+                Box::new(|| common::errno(lock::unlock(&h, "held-before", None))),
+            ),
+            (
+                "status",
+                Box::new(|| common::errno(lock::status(&h, "held-before"))),
+            ),
+        ];
+        for (name, call) in calls {
+            let t = Instant::now();
+            let rc = call();
+            assert_eq!(rc, -libc::ECOMM, "{name} while down (round {round})");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{name} took {:?}",
+                t.elapsed()
+            );
+            eprintln!("down: {name} -> -ECOMM in {:?}", t.elapsed());
+        }
+    }
+
+    pgtmp("start", &dir);
+    let restarted = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lock::status(&h, "held-before") {
+            Ok(st) => {
+                assert_eq!(st.owner, "keeper", "locks survive the restart");
+                eprintln!(
+                    "up again: first success {:?} after the restart",
+                    restarted.elapsed()
+                );
+                break;
+            }
+            Err(e) if e.errno() == -libc::ECOMM && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("handle did not recover: {e}"),
+        }
+    }
+    // Every pooled connection works again.
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let h = h.clone();
+            s.spawn(move || {
+                let id = format!("after{t}");
+                for _ in 0..20 {
+                    lock::lock(&h, &id, "a").unwrap();
+                    lock::refresh(&h, &id, "a").unwrap();
+                    lock::unlock(&h, &id, Some("a")).unwrap();
+                }
+            });
+        }
+    });
+    lock::unlock(&h, "held-before", Some("keeper")).unwrap();
+}

@@ -423,7 +423,7 @@ int main(int argc, char **argv)
     struct dss_handle h;
     pid_t pids[NWORKERS];
     int ready[2], go[2];
-    int ok = 1, rc, nready = 0;
+    int ok = 1, started, rc, nready = 0;
     char c;
 
     if (argc > 2 || (argc == 2 && (argv[1][0] == '\0' || argv[1][0] == '-'))) {
@@ -518,14 +518,15 @@ int main(int argc, char **argv)
         nready++;
     }
     close(ready[0]);
-    if (nready == NWORKERS) {
+    started = nready == NWORKERS;
+    if (started) {
         say("main", "both workers connected: go!");
     } else {
-        /* One could not start: tell the other one to stop. */
+        /* One could not start: tell the other one to stop (if alive). */
+        signal(SIGPIPE, SIG_IGN);
         for (int i = 0; i < NWORKERS; i++)
             if (write(go[1], "q", 1) != 1)
                 break;
-        ok = 0;
     }
     close(go[1]);
 
@@ -564,6 +565,10 @@ int main(int argc, char **argv)
         ok = 0;
     }
     dss_fini(&h);
+    if (!started) {
+        complain("main", "the demo could not run: a worker could not start");
+        return 2;
+    }
 
     /* The verdict. */
     for (int i = 0; i < NWORKERS; i++) {
@@ -581,8 +586,10 @@ int main(int argc, char **argv)
     } else {
         say("main", "the lock never had two holders at once");
     }
-    if (!atomic_load(&shm->eacces_shown))
+    if (!atomic_load(&shm->eacces_shown)) {
+        complain("main", "worker 2 never got -EACCES for worker 1's lock");
         ok = 0;
+    }
     say("main", "%s", ok ? "all as expected" : "FAILED: see above");
     return ok ? 0 : 1;
 }

@@ -14,7 +14,7 @@
 //! retried on another connection (`handle.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -201,6 +201,23 @@ impl r2d2::HandleError<Error> for QuietErrors {
 /// How long one slice of a checkout waits before looking at [`Health`].
 const CHECKOUT_SLICE: Duration = Duration::from_millis(50);
 
+/// r2d2 makes connections on helper threads; by default three per pool.
+/// Daemons that open a handle per thread would get hundreds, so every
+/// handle of the process shares these three.
+fn helper_threads() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    static THREADS: OnceLock<Arc<scheduled_thread_pool::ScheduledThreadPool>> = OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(3)
+                    .thread_name_pattern("dss-r2d2-{}")
+                    .build(),
+            )
+        })
+        .clone()
+}
+
 pub struct R2d2Pool {
     pool: r2d2::Pool<Manager>,
     health: Arc<Health>,
@@ -222,6 +239,7 @@ impl R2d2Pool {
             .max_lifetime(None)
             .connection_timeout(settings.pool_timeout)
             .error_handler(Box::new(QuietErrors))
+            .thread_pool(helper_threads())
             .build_unchecked(manager);
         R2d2Pool {
             pool,

@@ -1,0 +1,246 @@
+/* Shared helpers of the libdss C integration tests (see common.h). */
+#include "common.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+
+atomic_int ct_soft_failures;
+
+static const char *test_name = "ctest";
+static atomic_uint id_counter;
+
+const char *ct_errname(int rc)
+{
+    switch (rc < 0 ? -rc : rc) {
+    case 0: return "OK";
+    case EINVAL: return "EINVAL";
+    case EALREADY: return "EALREADY";
+    case ENOTCONN: return "ENOTCONN";
+    case EUSERS: return "EUSERS";
+    case EPROTO: return "EPROTO";
+    case ENOMEM: return "ENOMEM";
+    case ENOTRECOVERABLE: return "ENOTRECOVERABLE";
+    case EEXIST: return "EEXIST";
+    case ENOLCK: return "ENOLCK";
+    case EACCES: return "EACCES";
+    case ECOMM: return "ECOMM";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ENOSPC: return "ENOSPC";
+    case EIO: return "EIO";
+    default: return "?";
+    }
+}
+
+const char *ct_conninfo(void)
+{
+    const char *c = getenv("DSS_TEST_CONNINFO");
+    return c ? c : "";
+}
+
+int ct_setup(const char *name, int need_db)
+{
+    test_name = name;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!need_db)
+        return 0;
+    const char *c = getenv("DSS_TEST_CONNINFO");
+    if (c == NULL || *c == '\0') {
+        fprintf(stderr, "FAIL: DSS_TEST_CONNINFO is not set (run this test through ctest: "
+                        "it needs the 'db' fixture)\n");
+        return 1;
+    }
+    struct dss_handle h = {0};
+    int rc = dss_init_conninfo(&h, c);
+    if (rc != 0) {
+        fprintf(stderr, "FAIL: cannot open the test database '%s': %d (%s): %s\n", c, rc,
+                ct_errname(rc), dss_last_error());
+        return 1;
+    }
+    dss_fini(&h);
+    return 0;
+}
+
+void ct_id(char *buf, size_t size, const char *tag)
+{
+    unsigned n = atomic_fetch_add(&id_counter, 1);
+    int len = snprintf(buf, size, "%s.%ld.%u.%s", test_name, (long)getpid(), n, tag);
+    if (len < 0 || (size_t)len >= size) {
+        fprintf(stderr, "ct_id: buffer too small for tag '%s'\n", tag);
+        abort();
+    }
+}
+
+double ct_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+int64_t ct_tv_us(const struct timeval *tv)
+{
+    return (int64_t)tv->tv_sec * 1000000 + (int64_t)tv->tv_usec;
+}
+
+int64_t ct_wall_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return ct_tv_us(&tv);
+}
+
+int ct_wait_child(pid_t pid, double timeout_s)
+{
+    double deadline = ct_now_ms() + timeout_s * 1e3;
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (ct_now_ms() > deadline) {
+            fprintf(stderr, "child %ld still running after %.0f s: killed\n", (long)pid,
+                    timeout_s);
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        struct timespec nap = {0, 2 * 1000 * 1000}; /* polling a deadline, not syncing */
+        nanosleep(&nap, NULL);
+    }
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) {
+        fprintf(stderr, "child %ld killed by signal %d\n", (long)pid, WTERMSIG(status));
+        return 128 + WTERMSIG(status);
+    }
+    return -1;
+}
+
+int ct_run(char *const argv[], double timeout_s, char *out, size_t outsize)
+{
+    int fds[2] = {-1, -1};
+    if (out != NULL) {
+        if (outsize == 0 || pipe(fds) != 0)
+            return -1;
+        out[0] = '\0';
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        if (out != NULL) {
+            dup2(fds[1], 1);
+            close(fds[0]);
+            close(fds[1]);
+        }
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, 0);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    if (out != NULL) {
+        close(fds[1]);
+        size_t used = 0;
+        double deadline = ct_now_ms() + timeout_s * 1e3;
+        for (;;) {
+            struct pollfd p = {fds[0], POLLIN, 0};
+            int wait_ms = (int)(deadline - ct_now_ms());
+            if (wait_ms <= 0)
+                break;
+            int n = poll(&p, 1, wait_ms);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            char tmp[4096];
+            ssize_t got = read(fds[0], tmp, sizeof tmp);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0)
+                break;
+            size_t take = (size_t)got;
+            if (take > outsize - 1 - used)
+                take = outsize - 1 - used;
+            memcpy(out + used, tmp, take);
+            used += take;
+        }
+        out[used] = '\0';
+        while (used > 0 && out[used - 1] == '\n')
+            out[--used] = '\0';
+        close(fds[0]);
+    }
+    return ct_wait_child(pid, timeout_s);
+}
+
+int ct_psql(const char *conninfo, const char *sql, char *out, size_t outsize)
+{
+    char *argv[] = {(char *)PSQL_PROGRAM, (char *)"-X", (char *)"-q", (char *)"-t",
+                    (char *)"-A", (char *)"-v", (char *)"ON_ERROR_STOP=1",
+                    (char *)"-d", (char *)conninfo, (char *)"-c", (char *)sql, NULL};
+    int rc = ct_run(argv, 60, out, outsize);
+    if (rc != 0)
+        fprintf(stderr, "psql failed (%d) on: %s\n", rc, sql);
+    return rc;
+}
+
+void ct_open_with(struct dss_handle *h, const char *conninfo)
+{
+    memset(h, 0, sizeof *h);
+    int rc = dss_init_conninfo(h, conninfo);
+    if (rc != 0)
+        fail_msg("dss_init_conninfo(%s) = %d (%s): %s", conninfo, rc, ct_errname(rc),
+                 dss_last_error());
+    assert_non_null(h->dh_conn);
+}
+
+void ct_open(struct dss_handle *h)
+{
+    ct_open_with(h, ct_conninfo());
+}
+
+int ct_check_rc(const char *file, int line, const char *what, int rc, int expected)
+{
+    if (rc == expected)
+        return 1;
+    fprintf(stderr, "%s:%d: [pid %ld] %s = %d (%s), expected %d (%s); dss_last_error: %s\n",
+            file, line, (long)getpid(), what, rc, ct_errname(rc), expected,
+            ct_errname(expected), dss_last_error());
+    atomic_fetch_add(&ct_soft_failures, 1);
+    return 0;
+}
+
+struct timeval ct_assert_held(struct dss_handle *h, const char *id, const char *owner)
+{
+    char *o = NULL;
+    struct timeval tv = {-1, -1};
+    assert_rc(dss_lock_status(h, id, &o, &tv), 0);
+    assert_non_null(o);
+    if (strcmp(o, owner) != 0) {
+        char got[600];
+        snprintf(got, sizeof got, "%s", o);
+        free(o);
+        fail_msg("lock '%s' is held by '%s', expected '%s'", id, got, owner);
+    }
+    free(o);
+    assert_true(tv.tv_usec >= 0 && tv.tv_usec < 1000000);
+    return tv;
+}
+
+void ct_assert_absent(struct dss_handle *h, const char *id)
+{
+    assert_rc(dss_lock_status(h, id, NULL, NULL), -ENOLCK);
+}
+
+int ct_contains(const char *s, const char *needle)
+{
+    return s != NULL && strstr(s, needle) != NULL;
+}

@@ -1,0 +1,95 @@
+/* Shared helpers of the libdss C integration tests. */
+#ifndef DSS_CTEST_COMMON_H
+#define DSS_CTEST_COMMON_H
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <dss.h>
+
+/* Name of an errno value ("EEXIST"), or "?"; accepts negative values. */
+const char *ct_errname(int rc);
+
+/* Call once from main(): records the test name (used in lock ids), and
+ * checks that DSS_TEST_CONNINFO is set and the database reachable when
+ * need_db is true. Returns 0, or prints why and returns 1 (the test then
+ * fails: main returns it). */
+int ct_setup(const char *test_name, int need_db);
+
+/* DSS_TEST_CONNINFO (ct_setup made sure it is set). */
+const char *ct_conninfo(void);
+
+/* Writes a lock id unique to this test, process and call into buf:
+ * "<test>.<pid>.<n>.<tag>". */
+void ct_id(char *buf, size_t size, const char *tag);
+
+/* Monotonic clock, in ms / s. */
+double ct_now_ms(void);
+
+/* Wall clock as microseconds since the epoch. */
+int64_t ct_tv_us(const struct timeval *tv);
+int64_t ct_wall_us(void);
+
+/* Runs psql on conninfo with one SQL string (-X -q -v ON_ERROR_STOP=1,
+ * unaligned tuples only). If out is not NULL, stores stdout (trailing
+ * newline removed) there. Returns psql's exit status (0 = success), or -1. */
+int ct_psql(const char *conninfo, const char *sql, char *out, size_t outsize);
+
+/* Waits for a child for at most timeout_s seconds; SIGKILLs it on timeout.
+ * Returns its exit code (0..255), 128+signal if killed by a signal, or -1
+ * on timeout or error. */
+int ct_wait_child(pid_t pid, double timeout_s);
+
+/* Runs a command (argv[0] found in PATH) and waits; returns its exit code as
+ * ct_wait_child. Its stdout goes to out when not NULL. */
+int ct_run(char *const argv[], double timeout_s, char *out, size_t outsize);
+
+/* Opens a handle on DSS_TEST_CONNINFO (or the given conninfo); cmocka
+ * failure if that fails. */
+void ct_open(struct dss_handle *h);
+void ct_open_with(struct dss_handle *h, const char *conninfo);
+
+/* Asserts that a libdss call returned exactly `expected`, printing both
+ * errno names and dss_last_error() otherwise. For the test's main thread
+ * only (cmocka's longjmp). */
+#define assert_rc(call, expected)                                                        \
+    do {                                                                                 \
+        int ct_rc_ = (call);                                                             \
+        int ct_exp_ = (expected);                                                        \
+        if (ct_rc_ != ct_exp_)                                                           \
+            fail_msg("%s = %d (%s), expected %d (%s); dss_last_error: %s", #call, ct_rc_,  \
+                     ct_errname(ct_rc_), ct_exp_, ct_errname(ct_exp_), dss_last_error());  \
+    } while (0)
+
+/* For threads and forked children, where cmocka asserts must not be used:
+ * counts and prints a failure, evaluates to the condition. */
+extern atomic_int ct_soft_failures;
+#define CHECK(cond)                                                                      \
+    ((cond) ? 1                                                                          \
+            : (fprintf(stderr, "%s:%d: [pid %ld] CHECK failed: %s (dss_last_error: %s)\n", \
+                       __FILE__, __LINE__, (long)getpid(), #cond, dss_last_error()),       \
+               atomic_fetch_add(&ct_soft_failures, 1), 0))
+#define CHECK_RC(call, expected)                                                         \
+    ct_check_rc(__FILE__, __LINE__, #call, (call), (expected))
+int ct_check_rc(const char *file, int line, const char *what, int rc, int expected);
+
+/* Asserts that the lock exists with this owner; returns its timestamp. */
+struct timeval ct_assert_held(struct dss_handle *h, const char *id, const char *owner);
+
+/* Asserts dss_lock_status() == -ENOLCK for id. */
+void ct_assert_absent(struct dss_handle *h, const char *id);
+
+/* Does s contain needle? */
+int ct_contains(const char *s, const char *needle);
+
+#endif

@@ -96,10 +96,11 @@ fn config_file() -> PathBuf {
     }
 }
 
-/// Environment first, then the ini file. A missing file is "not set"; an
+/// Environment first (an empty value counts as unset), then the ini file. A missing file is "not set"; an
 /// unreadable one (permissions, not UTF-8) is an error, not a silent default.
 fn lookup(key: &str) -> Result<Option<String>> {
-    if let Some(v) = std::env::var_os(format!("{ENV_PREFIX}{key}")) {
+    // An empty variable counts as unset (falls back to the file).
+    if let Some(v) = std::env::var_os(format!("{ENV_PREFIX}{key}")).filter(|v| !v.is_empty()) {
         return match v.into_string() {
             Ok(s) => Ok(Some(s)),
             Err(_) => Err(Error::invalid(format!(
@@ -156,7 +157,7 @@ pub fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
 pub fn parse_conninfo(conninfo: &str) -> Result<postgres::Config> {
     let mut pg: postgres::Config = conninfo
         .parse()
-        .map_err(|e| Error::invalid(format!("invalid connection string: {e}")))?;
+        .map_err(|e: postgres::Error| Error::invalid(crate::error::with_causes(&e)))?;
     if pg.get_hosts().is_empty() {
         return Err(Error::invalid(
             "invalid connection string: no host (give host=HOST or host=/socket/dir)",
@@ -242,5 +243,10 @@ pool_size = 9
     fn conninfo_errors_never_echo_the_password() {
         let e = parse_conninfo("host=/tmp password=s3cr3t port=bad").unwrap_err();
         assert!(!e.message.contains("s3cr3t"), "{}", e.message);
+        assert!(
+            e.message.contains("port"),
+            "names the bad option: {}",
+            e.message
+        );
     }
 }

@@ -132,7 +132,10 @@ impl Error {
             }
             None => Error::new(
                 Kind::Communication,
-                format!("{context}: connection to the database failed: {e}"),
+                format!(
+                    "{context}: connection to the database failed: {}",
+                    with_causes(e)
+                ),
             ),
         }
     }
@@ -145,6 +148,22 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// An error's message followed by the messages of its causes, e.g.
+/// "error connecting to server: No such file or directory (os error 2)".
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
 
 /// True when the server told us the statement did not run because the
 /// session is gone (admin shutdown, crash, connection exception): it is then

@@ -201,7 +201,8 @@ unsafe fn init(
 }
 
 /// Opens a handle with the connection string found in the configuration:
-/// the environment variable `PHOBOS_DSS_connect_string`, else key
+/// the environment variable `PHOBOS_DSS_connect_string` (if set and not
+/// empty), else key
 /// `connect_string` of section `[dss]` in the ini file named by
 /// `PHOBOS_CFG_FILE` (default `/etc/phobos.conf`).
 ///

@@ -93,7 +93,7 @@ fn connect_error(e: postgres::Error) -> Error {
     };
     let detail = match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => crate::error::with_causes(&e),
     };
     Error::new(kind, format!("cannot connect to PostgreSQL: {detail}"))
 }

@@ -221,11 +221,9 @@ static int open_handle(struct dss_handle *h, const char *who)
         return 0;
     complain(who, "dss_init failed: %s", rc_str(rc));
     complain(who, "  %s", dss_last_error());
-    if (rc == -EINVAL)
-        complain(who, "  configure the database with PHOBOS_DSS_connect_string=\"host=... dbname=...\" "
-                 "or connect_string in section [dss] of $PHOBOS_CFG_FILE (default /etc/phobos.conf)");
-    else if (rc == -EPROTO)
-        complain(who, "  apply the migrations of share/dss/sql first (make migrate CONNINFO=...)");
+    if (rc == -EINVAL && strstr(dss_last_error(), "PHOBOS_DSS_connect_string") == NULL)
+        complain(who, "  (the connection string comes from PHOBOS_DSS_connect_string, else from "
+                 "connect_string in section [dss] of $PHOBOS_CFG_FILE, default /etc/phobos.conf)");
     return rc;
 }
 

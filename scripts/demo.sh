@@ -72,7 +72,14 @@ fi
 dir=$(mktemp -d /tmp/dss-demo.XXXXXX)
 cleanup() {
     echo "demo: removing the private PostgreSQL in $dir"
-    sh "$here/pgtmp.sh" destroy "$dir" || echo "demo: could not remove $dir" >&2
+    sh "$here/pgtmp.sh" destroy "$dir" 2>/dev/null && return
+    # pgtmp.sh could not run (no PostgreSQL binaries?): no server can be
+    # running either, unless its pid file says so.
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        echo "demo: could not stop the server of $dir: remove it by hand" >&2
+    else
+        rm -rf "$dir"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT

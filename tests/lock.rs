@@ -330,3 +330,29 @@ fn init_errors() {
     c.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
         .unwrap();
 }
+
+#[test]
+fn init_maps_server_refusals() {
+    use dss::config::Settings;
+    use dss::handle::Handle;
+    let open = |c: &str| Handle::open(Settings::new(c)?).map(|_| ());
+    let mut c = client();
+    let role = format!("limited_{}", std::process::id());
+    c.batch_execute(&format!(
+        "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"
+    ))
+    .unwrap();
+    // 53300 too many connections (for this role): -EUSERS.
+    let e = open(&format!("{} user={role}", conninfo())).unwrap_err();
+    assert_eq!(e.errno(), -libc::EUSERS, "{e}");
+    // A role that may log in but not read the schema: class 42 → -EINVAL.
+    c.batch_execute(&format!("ALTER ROLE {role} CONNECTION LIMIT -1"))
+        .unwrap();
+    let e = open(&format!("{} user={role}", conninfo())).unwrap_err();
+    assert_eq!(e.errno(), -libc::EINVAL, "{e}");
+    assert!(e.message.contains("42501"), "{}", e.message);
+    // An unknown role: the login is refused, -ENOTCONN.
+    let e = open(&format!("{} user=nosuchrole_x", conninfo())).unwrap_err();
+    assert_eq!(e.errno(), -libc::ENOTCONN, "{e}");
+    c.batch_execute(&format!("DROP ROLE {role}")).unwrap();
+}

@@ -14,16 +14,16 @@ DSS_STATIC_ASSERT(DSS_MAX_LOCK_OWNER_LEN == 256, "DSS_MAX_LOCK_OWNER_LEN");
 DSS_STATIC_ASSERT(sizeof(struct dss_handle) == sizeof(void *), "dss_handle is one pointer");
 
 /* The exact prototypes (a mismatch is a compile error). */
-static int (*const p_init)(struct dss_handle *) = dss_init;
-static int (*const p_init_conninfo)(struct dss_handle *, const char *) = dss_init_conninfo;
-static void (*const p_fini)(struct dss_handle *) = dss_fini;
-static int (*const p_lock)(struct dss_handle *, const char *, const char *) = dss_lock;
-static int (*const p_refresh)(struct dss_handle *, const char *, const char *) = dss_lock_refresh;
-static int (*const p_unlock)(struct dss_handle *, const char *, const char *) = dss_unlock;
-static int (*const p_status)(struct dss_handle *, const char *, char **, struct timeval *) =
+static int (*p_init)(struct dss_handle *) = dss_init;
+static int (*p_init_conninfo)(struct dss_handle *, const char *) = dss_init_conninfo;
+static void (*p_fini)(struct dss_handle *) = dss_fini;
+static int (*p_lock)(struct dss_handle *, const char *, const char *) = dss_lock;
+static int (*p_refresh)(struct dss_handle *, const char *, const char *) = dss_lock_refresh;
+static int (*p_unlock)(struct dss_handle *, const char *, const char *) = dss_unlock;
+static int (*p_status)(struct dss_handle *, const char *, char **, struct timeval *) =
     dss_lock_status;
-static const char *(*const p_last_error)(void) = dss_last_error;
-static const char *(*const p_version)(void) = dss_version;
+static const char *(*p_last_error)(void) = dss_last_error;
+static const char *(*p_version)(void) = dss_version;
 
 int dss_header_alone_used(void);
 int dss_header_alone_used(void)

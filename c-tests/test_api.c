@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 static struct dss_handle h1, h2; /* two clients of the same database */
 
@@ -250,8 +251,7 @@ static void test_weird_strings(void **state)
         assert_rc(dss_unlock(&h2, id, "plain"), 0);
         ct_assert_absent(&h1, id);
 
-        /* Alone as the id (no prefix; unique enough per process run?) would
-         * collide across parallel runs, so only as owner with a plain id. */
+        /* As the owner, with a plain id. */
         char id2[128];
         ct_id(id2, sizeof id2, "weird-owner");
         assert_rc(dss_lock(&h1, id2, weird[i]), 0);
@@ -282,8 +282,6 @@ static void test_weird_strings(void **state)
     ct_assert_absent(&h1, other); /* "prefi%" does not match "prefix" */
     snprintf(other, sizeof other, "%.*s_", (int)strlen(base) - 1, base);
     ct_assert_absent(&h1, other);
-    for (char *p = other; *p; p++)
-        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
     snprintf(other, sizeof other, "%s", base);
     other[0] = (char)(other[0] - 32); /* "Test_api..." */
     ct_assert_absent(&h1, other);
@@ -291,7 +289,7 @@ static void test_weird_strings(void **state)
     assert_rc(dss_unlock(&h1, base, "o"), 0);
 
     /* Precomposed and decomposed "é" are different ids. */
-    char nfc[160], nfd[160];
+    char nfc[160], nfd[300];
     ct_id(nfc, 100, "nf:");
     snprintf(nfd, sizeof nfd, "%se\xcc\x81", nfc);
     strcat(nfc, "\xc3\xa9");
@@ -375,6 +373,55 @@ static void test_length_limits(void **state)
     }
 }
 
+/* Strings that end right before an unmapped page: the library reads up to
+ * the terminating NUL and no further (a fixed-size read of
+ * DSS_MAX_LOCK_ID_LEN + 1 bytes would crash here). */
+static void test_strings_at_page_end(void **state)
+{
+    (void)state;
+    long page = sysconf(_SC_PAGESIZE);
+    size_t span = (size_t)page * 2;
+    assert_true(span >= DSS_MAX_LOCK_ID_LEN + 2);
+    char *mem = mmap(NULL, span + (size_t)page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(mem != MAP_FAILED);
+    assert_int_equal(mprotect(mem + span, (size_t)page, PROT_NONE), 0);
+    char *end = mem + span; /* first unreadable byte */
+
+    char base[128];
+    ct_id(base, sizeof base, "pageend");
+    /* A short id and a short owner, each ending at the guard page. */
+    size_t bl = strlen(base) + 1;
+    char *id = end - bl;
+    memcpy(id, base, bl);
+    const char *ow = "page-owner";
+    char *owner = end - bl - strlen(ow) - 1; /* just before the id */
+    memcpy(owner, ow, strlen(ow) + 1);
+    assert_rc(dss_lock(&h1, id, owner), 0);
+    assert_rc(dss_lock_refresh(&h1, id, owner), 0);
+    assert_rc(dss_lock_status(&h1, id, NULL, NULL), 0);
+    /* Owner at the very end now. */
+    char *owner_end = end - strlen(ow) - 1;
+    memmove(owner_end, ow, strlen(ow) + 1);
+    char idcopy[128];
+    snprintf(idcopy, sizeof idcopy, "%s", base);
+    assert_rc(dss_unlock(&h1, idcopy, owner_end), 0);
+
+    /* A maximal id ending at the guard page, and a too long one. */
+    char *max_id = end - (DSS_MAX_LOCK_ID_LEN + 1);
+    memset(max_id, 'm', DSS_MAX_LOCK_ID_LEN);
+    memcpy(max_id, base, strlen(base));
+    max_id[DSS_MAX_LOCK_ID_LEN] = '\0';
+    assert_rc(dss_lock(&h1, max_id, "o"), 0);
+    assert_rc(dss_lock_status(&h1, max_id, NULL, NULL), 0);
+    assert_rc(dss_unlock(&h1, max_id, "o"), 0);
+    char *long_id = end - (DSS_MAX_LOCK_ID_LEN + 2);
+    memset(long_id, 'l', DSS_MAX_LOCK_ID_LEN + 1);
+    long_id[DSS_MAX_LOCK_ID_LEN + 1] = '\0';
+    assert_rc(dss_lock(&h1, long_id, "o"), -EINVAL);
+    munmap(mem, span + (size_t)page);
+}
+
 static void test_empty_owner(void **state)
 {
     (void)state;
@@ -435,8 +482,10 @@ static void test_last_error(void **state)
     char saved[1024];
     snprintf(saved, sizeof saved, "%s", e);
 
-    /* A successful call does not overwrite it. */
+    /* A successful call does not overwrite it, nor free it. */
     assert_rc(dss_lock(&h1, id, "me"), 0);
+    assert_rc(dss_lock_status(&h1, id, NULL, NULL), 0);
+    assert_string_equal(e, saved);
     assert_string_equal(dss_last_error(), saved);
 
     /* Per thread: another thread's failure does not change ours. */
@@ -485,6 +534,7 @@ int main(void)
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_weird_strings),
         cmocka_unit_test(test_length_limits),
+        cmocka_unit_test(test_strings_at_page_end),
         cmocka_unit_test(test_empty_owner),
         cmocka_unit_test(test_last_error),
         cmocka_unit_test(test_version),

@@ -67,7 +67,8 @@ extern "C" {
  *
  * @param[out] handle  caller-allocated handle, zero-initialised or
  *                     finalised; filled on success, `dh_conn` set to NULL
- *                     on failure.
+ *                     on failure (except -EALREADY, which leaves the
+ *                     initialised handle as it is).
  * @return 0 on success;
  *         -EINVAL if `handle` is NULL, no connection string is configured
  *                 (variable unset and file or key missing), the string or

@@ -220,7 +220,8 @@ unsafe fn init(
 ///
 /// @param[out] handle  caller-allocated handle, zero-initialised or
 ///                     finalised; filled on success, `dh_conn` set to NULL
-///                     on failure.
+///                     on failure (except -EALREADY, which leaves the
+///                     initialised handle as it is).
 /// @return 0 on success;
 ///         -EINVAL if `handle` is NULL, no connection string is configured
 ///                 (variable unset and file or key missing), the string or
@@ -251,16 +252,18 @@ pub extern "C" fn dss_init(handle: *mut dss_handle) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_init_conninfo(handle: *mut dss_handle, conninfo: *const c_char) -> c_int {
     guard("dss_init_conninfo", || {
-        if conninfo.is_null() {
-            return Err(Error::invalid("conninfo is NULL"));
-        }
-        // SAFETY: the C caller passes a NUL-terminated string.
-        let s = unsafe { std::ffi::CStr::from_ptr(conninfo) }
-            .to_str()
-            .map_err(|_| Error::invalid("conninfo is not valid UTF-8"))?
-            .to_string();
+        let conninfo = move || {
+            if conninfo.is_null() {
+                return Err(Error::invalid("conninfo is NULL"));
+            }
+            // SAFETY: the C caller passes a NUL-terminated string.
+            unsafe { std::ffi::CStr::from_ptr(conninfo) }
+                .to_str()
+                .map(str::to_string)
+                .map_err(|_| Error::invalid("conninfo is not valid UTF-8"))
+        };
         // SAFETY: as dss_init.
-        unsafe { init(handle, move || Ok(s)) }
+        unsafe { init(handle, conninfo) }
     })
 }
 

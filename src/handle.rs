@@ -56,15 +56,13 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Connects once to check that the server is reachable and the schema
-    /// current, then builds the pool.
+    /// Builds the pool and makes its first connection, which checks that
+    /// the server is reachable and the schema current.
     pub fn open(settings: Settings) -> Result<Handle> {
-        let first = Conn::connect(&settings.pg)?;
         let primary = if r2d2_allowed() {
-            // The checking connection is closed; r2d2 makes its own.
-            drop(first);
-            Pool::R2d2(R2d2Pool::new(&settings))
+            Pool::R2d2(R2d2Pool::open(&settings)?)
         } else {
+            let first = Conn::connect(&settings.pg)?;
             Pool::Local(Box::new(LocalPool::new(&settings, Some(first))))
         };
         Ok(Handle {

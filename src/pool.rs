@@ -14,7 +14,7 @@
 //! retried on another connection (`handle.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -124,7 +124,7 @@ fn check_schema(client: &mut Client) -> Result<()> {
 #[derive(Default)]
 struct Health {
     down: AtomicBool,
-    last_error: Mutex<String>,
+    last_error: Mutex<Option<Error>>,
     /// Connection attempts in progress (a server that does not answer keeps
     /// them there until connect_timeout).
     connecting: AtomicU32,
@@ -138,25 +138,31 @@ impl Health {
                 *self
                     .last_error
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = e.message.clone();
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e.clone());
                 self.down.store(true, Ordering::SeqCst);
             }
         }
     }
 
-    fn outage(&self) -> Option<Error> {
+    /// The last connection error, as it was, if the server is known down.
+    fn down_because(&self) -> Option<Error> {
         if !self.down.load(Ordering::SeqCst) {
             return None;
         }
-        let msg = self
-            .last_error
+        self.last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        Some(Error::new(
-            Kind::Communication,
-            format!("database unreachable: {msg}"),
-        ))
+            .clone()
+    }
+
+    /// The same, as a call's failure.
+    fn outage(&self) -> Option<Error> {
+        self.down_because().map(|e| {
+            Error::new(
+                Kind::Communication,
+                format!("database unreachable: {}", e.message),
+            )
+        })
     }
 }
 
@@ -201,23 +207,6 @@ impl r2d2::HandleError<Error> for QuietErrors {
 /// How long one slice of a checkout waits before looking at [`Health`].
 const CHECKOUT_SLICE: Duration = Duration::from_millis(50);
 
-/// r2d2 makes connections on helper threads; by default three per pool.
-/// Daemons that open a handle per thread would get hundreds, so every
-/// handle of the process shares these three.
-fn helper_threads() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
-    static THREADS: OnceLock<Arc<scheduled_thread_pool::ScheduledThreadPool>> = OnceLock::new();
-    THREADS
-        .get_or_init(|| {
-            Arc::new(
-                scheduled_thread_pool::ScheduledThreadPool::builder()
-                    .num_threads(3)
-                    .thread_name_pattern("dss-r2d2-{}")
-                    .build(),
-            )
-        })
-        .clone()
-}
-
 pub struct R2d2Pool {
     pool: r2d2::Pool<Manager>,
     health: Arc<Health>,
@@ -225,12 +214,20 @@ pub struct R2d2Pool {
 }
 
 impl R2d2Pool {
-    pub fn new(settings: &Settings) -> R2d2Pool {
+    /// Builds the pool and waits for its first connection, which checks the
+    /// server and the schema: the errors are those of [`Conn::connect`].
+    pub fn open(settings: &Settings) -> Result<R2d2Pool> {
         let health = Arc::new(Health::default());
         let manager = Manager {
             pg: settings.pg.clone(),
             health: health.clone(),
         };
+        // Helper threads of this handle only: a server that hangs one
+        // handle's connection attempts must not starve another handle's.
+        let threads = scheduled_thread_pool::ScheduledThreadPool::builder()
+            .num_threads(2)
+            .thread_name_pattern("dss-r2d2-{}")
+            .build();
         let pool = r2d2::Pool::builder()
             .max_size(settings.pool_size)
             .min_idle(Some(1))
@@ -239,12 +236,42 @@ impl R2d2Pool {
             .max_lifetime(None)
             .connection_timeout(settings.pool_timeout)
             .error_handler(Box::new(QuietErrors))
-            .thread_pool(helper_threads())
+            .thread_pool(Arc::new(threads))
             .build_unchecked(manager);
-        R2d2Pool {
+        let pool = R2d2Pool {
             pool,
             health,
             timeout: settings.pool_timeout,
+        };
+        // Every host may take connect_timeout; then the attempt has failed.
+        let per_host = settings
+            .pg
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(crate::config::DEFAULT_CONNECT_TIMEOUT);
+        let hosts = settings.pg.get_hosts().len().max(1) as u32;
+        let deadline = Instant::now() + per_host * hosts + Duration::from_secs(1);
+        loop {
+            if pool.pool.try_get().is_some() {
+                return Ok(pool);
+            }
+            if let Some(e) = pool.health.down_because() {
+                return Err(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::new(
+                    Kind::NotConnected,
+                    "cannot connect to PostgreSQL: no answer within connect_timeout",
+                ));
+            }
+            if pool
+                .pool
+                .get_timeout(CHECKOUT_SLICE.min(deadline - now))
+                .is_ok()
+            {
+                return Ok(pool);
+            }
         }
     }
 

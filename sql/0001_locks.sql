@@ -7,7 +7,8 @@
 -- The library never runs DDL itself; it only checks dss.schema_info.
 
 BEGIN;
-SELECT pg_advisory_xact_lock(7235443);   -- 'dss' migrations
+SET LOCAL client_min_messages = warning;   -- no "already exists, skipping" notices on re-runs
+DO $$ BEGIN PERFORM pg_advisory_xact_lock(7235443); END $$;   -- 'dss' migrations, one at a time
 
 CREATE SCHEMA IF NOT EXISTS dss;
 

@@ -59,6 +59,22 @@ int ct_run(char *const argv[], double timeout_s, char *out, size_t outsize);
 void ct_open(struct dss_handle *h);
 void ct_open_with(struct dss_handle *h, const char *conninfo);
 
+/* group_setup / group_teardown for a test file whose tests share one
+ * handle `h`, opened on DSS_TEST_CONNINFO. */
+#define CT_GROUP_WITH_HANDLE(h)                                                                    \
+    static int group_setup(void **state)                                                           \
+    {                                                                                              \
+        (void)state;                                                                               \
+        ct_open(&(h));                                                                             \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static int group_teardown(void **state)                                                        \
+    {                                                                                              \
+        (void)state;                                                                               \
+        dss_fini(&(h));                                                                            \
+        return 0;                                                                                  \
+    }
+
 /* Asserts that a libdss call returned exactly `expected`, printing both
  * errno names and dss_last_error() otherwise. For the test's main thread
  * only (cmocka's longjmp). */

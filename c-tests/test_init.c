@@ -338,58 +338,54 @@ static void test_good_conninfo_forms(void **state)
     dss_fini(&h);
 }
 
+/* Creates database `db` on the test cluster, writes its conninfo to buf and,
+ * if `setup` is not NULL, runs that SQL in it. */
+static void make_database(const char *db, const char *setup, char *buf, size_t size)
+{
+    char sql[256], extra[128];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+    assert_int_equal(ct_psql(admin_conninfo, sql, NULL, 0), 0);
+    snprintf(extra, sizeof extra, "dbname=%s", db);
+    conninfo_with(buf, size, extra);
+    if (setup)
+        assert_int_equal(ct_psql(buf, setup, NULL, 0), 0);
+}
+
 static void test_schema_checks(void **state)
 {
     (void)state;
     clean_env();
-    char sql[1024], buf[512], extra[128];
+    char buf[512];
 
     /* An empty database: no dss schema at all. */
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db_empty);
-    assert_int_equal(ct_psql(admin_conninfo, sql, NULL, 0), 0);
-    snprintf(extra, sizeof extra, "dbname=%s", db_empty);
-    conninfo_with(buf, sizeof buf, extra);
+    make_database(db_empty, NULL, buf, sizeof buf);
     expect_init_conninfo(buf, -EPROTO, 5000);
     assert_true(ct_contains(dss_last_error(), "version 0"));
     assert_true(ct_contains(dss_last_error(), "version 1"));
 
     /* dss.schema_info says version 0 only. */
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db_v0);
-    assert_int_equal(ct_psql(admin_conninfo, sql, NULL, 0), 0);
-    snprintf(extra, sizeof extra, "dbname=%s", db_v0);
-    conninfo_with(buf, sizeof buf, extra);
-    assert_int_equal(ct_psql(buf,
-                             "CREATE SCHEMA dss; "
-                             "CREATE TABLE dss.schema_info (version integer PRIMARY KEY, "
-                             "description text NOT NULL, applied_at timestamptz NOT NULL "
-                             "DEFAULT now()); "
-                             "INSERT INTO dss.schema_info (version, description) "
-                             "VALUES (0, 'older')",
-                             NULL, 0),
-                     0);
+    make_database(db_v0,
+                  "CREATE SCHEMA dss; "
+                  "CREATE TABLE dss.schema_info (version integer PRIMARY KEY, "
+                  "description text NOT NULL, applied_at timestamptz NOT NULL "
+                  "DEFAULT now()); "
+                  "INSERT INTO dss.schema_info (version, description) VALUES (0, 'older')",
+                  buf, sizeof buf);
     expect_init_conninfo(buf, -EPROTO, 5000);
     assert_true(ct_contains(dss_last_error(), "version 0"));
     assert_true(ct_contains(dss_last_error(), "version 1"));
 
     /* The table exists but is empty. */
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db_noversion);
-    assert_int_equal(ct_psql(admin_conninfo, sql, NULL, 0), 0);
-    snprintf(extra, sizeof extra, "dbname=%s", db_noversion);
-    conninfo_with(buf, sizeof buf, extra);
-    assert_int_equal(ct_psql(buf,
-                             "CREATE SCHEMA dss; "
-                             "CREATE TABLE dss.schema_info (version integer PRIMARY KEY, "
-                             "description text NOT NULL)",
-                             NULL, 0),
-                     0);
+    make_database(db_noversion,
+                  "CREATE SCHEMA dss; "
+                  "CREATE TABLE dss.schema_info (version integer PRIMARY KEY, "
+                  "description text NOT NULL)",
+                  buf, sizeof buf);
     expect_init_conninfo(buf, -EPROTO, 5000);
     assert_true(ct_contains(dss_last_error(), "version 1"));
 
     /* A newer schema (version 2 on top of 1) is accepted. */
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db_v2);
-    assert_int_equal(ct_psql(admin_conninfo, sql, NULL, 0), 0);
-    snprintf(extra, sizeof extra, "dbname=%s", db_v2);
-    conninfo_with(buf, sizeof buf, extra);
+    make_database(db_v2, NULL, buf, sizeof buf);
     char *sqlfile = NULL;
     const char *pgtmp = getenv("DSS_TEST_PGTMP");
     assert_non_null(pgtmp);

@@ -29,20 +29,7 @@ void *malloc(size_t n)
 }
 
 static struct dss_handle h;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    ct_open(&h);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dss_fini(&h);
-    return 0;
-}
+CT_GROUP_WITH_HANDLE(h)
 
 static void test_interposition_works(void **state)
 {

@@ -192,6 +192,16 @@ int ct_psql(const char *conninfo, const char *sql, char *out, size_t outsize)
     return rc;
 }
 
+int ct_sessions(const char *conninfo, const char *app)
+{
+    char sql[256], out[32];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'", app);
+    if (ct_psql(conninfo, sql, out, sizeof out) != 0)
+        return -1;
+    return atoi(out);
+}
+
 void ct_open_with(struct dss_handle *h, const char *conninfo)
 {
     memset(h, 0, sizeof *h);

@@ -45,6 +45,9 @@ int64_t ct_wall_us(void);
  * newline removed) there. Returns psql's exit status (0 = success), or -1. */
 int ct_psql(const char *conninfo, const char *sql, char *out, size_t outsize);
 
+/* Number of server sessions named `app` (application_name), -1 on error. */
+int ct_sessions(const char *conninfo, const char *app);
+
 /* Waits for a child for at most timeout_s seconds; SIGKILLs it on timeout.
  * Returns its exit code (0..255), 128+signal if killed by a signal, or -1
  * on timeout or error. */

@@ -26,23 +26,13 @@ static int thread_count(void)
     return n;
 }
 
-static int sessions(const char *app)
-{
-    char sql[256], out[32];
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'", app);
-    if (ct_psql(ct_conninfo(), sql, out, sizeof out) != 0)
-        return -1;
-    return atoi(out);
-}
-
 /* The sessions of a finalised handle go away (the server notices at once
  * when the socket is closed; allow it 10 s). */
 static void wait_sessions(const char *app, int want_max)
 {
     double deadline = ct_now_ms() + 10000;
     int n;
-    while ((n = sessions(app)) > want_max && ct_now_ms() < deadline) {
+    while ((n = ct_sessions(ct_conninfo(), app)) > want_max && ct_now_ms() < deadline) {
         struct timespec nap = {0, 20 * 1000 * 1000};
         nanosleep(&nap, NULL);
     }
@@ -97,7 +87,7 @@ static void test_fini_releases_everything(void **state)
         assert_rc(dss_lock(&many[i], id, "o"), 0);
         assert_rc(dss_unlock(&many[i], id, "o"), 0);
     }
-    assert_true(sessions(app) >= 20);
+    assert_true(ct_sessions(ct_conninfo(), app) >= 20);
     for (int i = 0; i < 20; i++)
         dss_fini(&many[i]);
     wait_sessions(app, 0);

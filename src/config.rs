@@ -96,10 +96,10 @@ fn config_file() -> PathBuf {
     }
 }
 
-/// Environment first (an empty value counts as unset), then the ini file. A missing file is "not set"; an
-/// unreadable one (permissions, not UTF-8) is an error, not a silent default.
+/// Environment first (an empty value counts as unset), then the ini file.
+/// A missing file is "not set"; an unreadable one (permissions, not UTF-8)
+/// is an error, not a silent default.
 fn lookup(key: &str) -> Result<Option<String>> {
-    // An empty variable counts as unset (falls back to the file).
     if let Some(v) = std::env::var_os(format!("{ENV_PREFIX}{key}")).filter(|v| !v.is_empty()) {
         return match v.into_string() {
             Ok(s) => Ok(Some(s)),

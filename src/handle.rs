@@ -133,10 +133,11 @@ impl Handle {
             match f(&mut conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    if e.code().is_none() || statement_did_not_run(&e) {
+                    let not_run = statement_did_not_run(&e);
+                    if not_run || e.code().is_none() {
                         conn.broken = true;
                     }
-                    if statement_did_not_run(&e) && retries < self.settings.pool_size {
+                    if not_run && retries < self.settings.pool_size {
                         retries += 1;
                         continue;
                     }

@@ -154,16 +154,6 @@ impl Health {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-
-    /// The same, as a call's failure.
-    fn outage(&self) -> Option<Error> {
-        self.down_because().map(|e| {
-            Error::new(
-                Kind::Communication,
-                format!("database unreachable: {}", e.message),
-            )
-        })
-    }
 }
 
 /// r2d2's view of how to make and judge a [`Conn`].
@@ -251,56 +241,56 @@ impl R2d2Pool {
             .unwrap_or(crate::config::DEFAULT_CONNECT_TIMEOUT);
         let hosts = settings.pg.get_hosts().len().max(1) as u32;
         let deadline = Instant::now() + per_host * hosts + Duration::from_secs(1);
+        match pool.wait_until(deadline) {
+            Ok(_first) => Ok(pool),
+            Err(Some(e)) => Err(e),
+            Err(None) => Err(Error::new(
+                Kind::NotConnected,
+                "cannot connect to PostgreSQL: no answer within connect_timeout",
+            )),
+        }
+    }
+
+    /// Waits for a connection until `deadline`, in slices, looking at
+    /// [`Health`] between them. `Err(Some(e))`: the server is known down,
+    /// `e` is the connection error; `Err(None)`: the deadline passed.
+    fn wait_until(
+        &self,
+        deadline: Instant,
+    ) -> std::result::Result<r2d2::PooledConnection<Manager>, Option<Error>> {
         loop {
-            if pool.pool.try_get().is_some() {
-                return Ok(pool);
+            if let Some(c) = self.pool.try_get() {
+                return Ok(c);
             }
-            if let Some(e) = pool.health.down_because() {
-                return Err(e);
+            if let Some(e) = self.health.down_because() {
+                return Err(Some(e));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::new(
-                    Kind::NotConnected,
-                    "cannot connect to PostgreSQL: no answer within connect_timeout",
-                ));
+                return Err(None);
             }
-            if pool
-                .pool
-                .get_timeout(CHECKOUT_SLICE.min(deadline - now))
-                .is_ok()
-            {
-                return Ok(pool);
+            if let Ok(c) = self.pool.get_timeout(CHECKOUT_SLICE.min(deadline - now)) {
+                return Ok(c);
             }
         }
     }
 
     fn get(&self) -> Result<r2d2::PooledConnection<Manager>> {
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            if let Some(c) = self.pool.try_get() {
-                return Ok(c);
-            }
-            if let Some(e) = self.health.outage() {
-                return Err(e);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                if self.health.connecting.load(Ordering::SeqCst) > 0 {
-                    // Waiting for a connection the server does not grant.
-                    return Err(Error::new(
-                        Kind::Communication,
-                        format!(
-                            "the database did not accept a connection within {} ms",
-                            self.timeout.as_millis()
-                        ),
-                    ));
-                }
-                return Err(timed_out(self.timeout));
-            }
-            if let Ok(c) = self.pool.get_timeout(CHECKOUT_SLICE.min(deadline - now)) {
-                return Ok(c);
-            }
+        match self.wait_until(Instant::now() + self.timeout) {
+            Ok(c) => Ok(c),
+            Err(Some(e)) => Err(Error::new(
+                Kind::Communication,
+                format!("database unreachable: {}", e.message),
+            )),
+            // Still waiting for a connection the server does not grant.
+            Err(None) if self.health.connecting.load(Ordering::SeqCst) > 0 => Err(Error::new(
+                Kind::Communication,
+                format!(
+                    "the database did not accept a connection within {} ms",
+                    self.timeout.as_millis()
+                ),
+            )),
+            Err(None) => Err(timed_out(self.timeout)),
         }
     }
 }

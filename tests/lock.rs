@@ -306,12 +306,7 @@ fn init_errors() {
     assert!(!e.message.contains("s3cr3tpw"), "{}", e.message);
 
     // A database without the schema, then with an old version only.
-    let mut c = client();
-    let db = format!("empty_{}", std::process::id());
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-    let other = format!("{} dbname={db}", conninfo());
+    let other = fresh_database("empty");
     let e = open(&other).unwrap_err();
     assert_eq!(e.errno(), -libc::EPROTO);
     assert!(
@@ -326,9 +321,6 @@ fn init_errors() {
     )
     .unwrap();
     assert_eq!(errno(open(&other)), -libc::EPROTO);
-    drop(o);
-    c.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .unwrap();
 }
 
 #[test]

@@ -58,18 +58,9 @@ fn schema_dump(conninfo: &str) -> String {
         .join("\n")
 }
 
-fn fresh_database(name: &str) -> String {
-    let mut c = common::client();
-    let db = format!("{name}_{}", std::process::id());
-    c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
-        .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-    format!("{} dbname={db}", common::conninfo())
-}
-
 #[test]
 fn applying_twice_changes_nothing() {
-    let conninfo = fresh_database("mig_twice");
+    let conninfo = common::fresh_database("mig_twice");
     assert!(apply_all(&conninfo).wait().unwrap().success());
     let mut c = postgres::Client::connect(&conninfo, postgres::NoTls).unwrap();
     c.execute(
@@ -108,7 +99,7 @@ fn applying_twice_changes_nothing() {
 
 #[test]
 fn concurrent_runs_do_not_race() {
-    let conninfo = fresh_database("mig_conc");
+    let conninfo = common::fresh_database("mig_conc");
     let runs: Vec<_> = (0..4).map(|_| apply_all(&conninfo)).collect();
     for mut r in runs {
         assert!(r.wait().unwrap().success(), "a concurrent run failed");

@@ -3,7 +3,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,31 +10,12 @@ use dss::config::Settings;
 use dss::handle::Handle;
 use dss::lock;
 
-fn pgtmp(cmd: &str, dir: &Path) -> String {
-    let out = Command::new("sh")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pgtmp.sh"))
-        .arg(cmd)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pgtmp {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 type Call<'a> = Box<dyn Fn() -> i32 + 'a>;
 
 struct Destroy<'a>(&'a Path);
 impl Drop for Destroy<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pgtmp.sh"))
-            .arg("destroy")
-            .arg(self.0)
-            .status();
+        common::pgtmp_destroy(self.0);
     }
 }
 
@@ -43,7 +23,7 @@ impl Drop for Destroy<'_> {
 fn stop_and_start_under_one_handle() {
     let dir = common::tempdir("dss-out");
     let _cleanup = Destroy(&dir);
-    let conninfo = pgtmp("start", &dir);
+    let conninfo = common::pgtmp("start", &dir);
     let h = Arc::new(Handle::open(Settings::new(&conninfo).unwrap()).unwrap());
 
     lock::lock(&h, "held-before", "keeper").unwrap();
@@ -61,7 +41,7 @@ fn stop_and_start_under_one_handle() {
         }
     });
 
-    pgtmp("stop", &dir);
+    common::pgtmp("stop", &dir);
     for round in 0..3 {
         let calls: [(&str, Call); 5] = [
             ("lock", Box::new(|| common::errno(lock::lock(&h, "x", "o")))),
@@ -95,7 +75,7 @@ fn stop_and_start_under_one_handle() {
         }
     }
 
-    pgtmp("start", &dir);
+    common::pgtmp("start", &dir);
     let restarted = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -24,13 +24,35 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pgtmp.sh")
 }
 
+/// Runs `scripts/pgtmp.sh CMD DIR`, fails the test if it fails, and
+/// returns what it printed (the conninfo, for `start`).
+pub fn pgtmp(cmd: &str, dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg(script())
+        .arg(cmd)
+        .arg(dir)
+        .output()
+        .expect("run scripts/pgtmp.sh");
+    assert!(
+        out.status.success(),
+        "pgtmp.sh {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Stops and removes a cluster, whatever state it is in (for cleanup).
+pub fn pgtmp_destroy(dir: &Path) {
+    let _ = Command::new("sh")
+        .arg(script())
+        .arg("destroy")
+        .arg(dir)
+        .status();
+}
+
 extern "C" fn destroy_cluster() {
     if let Some(Cluster { dir: Some(dir), .. }) = CLUSTER.get() {
-        let _ = Command::new("sh")
-            .arg(script())
-            .arg("destroy")
-            .arg(dir)
-            .status();
+        pgtmp_destroy(dir);
     }
 }
 
@@ -44,20 +66,9 @@ pub fn cluster() -> &'static Cluster {
             };
         }
         let dir = tempdir("dss-rt");
-        let out = Command::new("sh")
-            .arg(script())
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("run scripts/pgtmp.sh");
-        assert!(
-            out.status.success(),
-            "cannot start a private PostgreSQL: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let conninfo = pgtmp("start", &dir);
         // SAFETY: registering a plain extern "C" fn.
         unsafe { libc::atexit(destroy_cluster) };
-        let conninfo = String::from_utf8(out.stdout).unwrap().trim().to_string();
         Cluster {
             dir: Some(dir),
             conninfo,
@@ -94,6 +105,17 @@ pub fn handle() -> Handle {
 /// A plain client, for checking what is in the table behind the library.
 pub fn client() -> postgres::Client {
     postgres::Client::connect(&conninfo(), postgres::NoTls).unwrap()
+}
+
+/// A new empty database NAME_<pid> on the test cluster (dropped first if a
+/// previous run left it); returns its conninfo.
+pub fn fresh_database(name: &str) -> String {
+    let mut c = client();
+    let db = format!("{name}_{}", std::process::id());
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    format!("{} dbname={db}", conninfo())
 }
 
 /// An id no other test uses.

@@ -13,7 +13,7 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
 
-    println!("cargo::rerun-if-changed=src/ffi.rs");
+    println!("cargo::rerun-if-changed=src/ffi");
     println!("cargo::rerun-if-changed=cbindgen.toml");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rustc-cdylib-link-arg=-Wl,-soname,libdss.so.{major}");
@@ -23,9 +23,10 @@ fn main() {
     let generated = out_dir.join("dss.h");
     cbindgen::Builder::new()
         .with_config(config)
-        .with_src(crate_dir.join("src/ffi.rs"))
+        // Follows the `mod` declarations of src/ffi/mod.rs.
+        .with_src(crate_dir.join("src/ffi/mod.rs"))
         .generate()
-        .expect("cbindgen can parse src/ffi.rs")
+        .expect("cbindgen can parse src/ffi/")
         .write_to_file(&generated);
 
     if std::env::var_os("CI").is_none() {

@@ -23,6 +23,13 @@ pub enum Kind {
     NotOwner,
     /// The lock is already held, SQLSTATE class 23: `-EEXIST`.
     Exists,
+    /// The caller's own lease expired before it refreshed or released it:
+    /// `-ETIME`.
+    LeaseExpired,
+    /// A fencing token is no longer the live holder's: `-ESTALE`.
+    Stale,
+    /// An output buffer is too small: `-ERANGE`.
+    Range,
     /// SQLSTATE 53100 (disk full): `-ENOSPC`.
     NoSpace,
     /// SQLSTATE 53200, or a failed allocation: `-ENOMEM`.
@@ -33,7 +40,8 @@ pub enum Kind {
     Io,
     /// Lost or refused connection, any other database error: `-ECOMM`.
     Communication,
-    /// No pooled connection became free in time: `-ETIMEDOUT`.
+    /// No pooled connection became free in time, or `dss_lock_wait` did
+    /// not get the lock in time: `-ETIMEDOUT`.
     TimedOut,
     /// `dss_init`: the server could not be reached: `-ENOTCONN`.
     NotConnected,
@@ -52,6 +60,9 @@ impl Kind {
             Kind::NoLock => libc::ENOLCK,
             Kind::NotOwner => libc::EACCES,
             Kind::Exists => libc::EEXIST,
+            Kind::LeaseExpired => libc::ETIME,
+            Kind::Stale => libc::ESTALE,
+            Kind::Range => libc::ERANGE,
             Kind::NoSpace => libc::ENOSPC,
             Kind::OutOfMemory => libc::ENOMEM,
             Kind::TooManyUsers => libc::EUSERS,
@@ -165,18 +176,34 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// True when the server told us the statement did not run because the
-/// session is gone (admin shutdown, crash, connection exception): it is then
-/// safe to run it again on another connection. An error without SQLSTATE is
-/// never "safe": the statement may have committed before the link broke.
+/// True when the statement surely did not run because the session was
+/// gone, so that it is safe to run it again on another connection:
+/// * the server said so (SQLSTATE 08xxx, 57Pxx: admin shutdown, crash,
+///   connection exception);
+/// * sending failed (EPIPE), or the server's end was reset (ECONNRESET):
+///   the kernel resets a connection closed while our request sat unread in
+///   its buffer. One request is in flight at a time, so a server that read
+///   and ran it would have left nothing unread: we would see its reply, or
+///   an end of file.
+///
+/// Any other error without SQLSTATE (end of file, timeout) is never "safe":
+/// the statement may have committed before the link broke.
 pub fn statement_did_not_run(e: &postgres::Error) -> bool {
-    match e.code() {
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") || c.starts_with("57P")
-        }
-        None => false,
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return c.starts_with("08") || c.starts_with("57P");
     }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //!
 //! Where to look:
 //! * `ffi`      – the C boundary: argument checks, panic guard, errno.
-//! * `lock`     – what each lock call does.
+//! * `lock`     – what each lock call on one id does.
+//! * `wait`     – dss_lock_wait: queueing and LISTEN/NOTIFY.
+//! * `batch`    – the *_many calls.
 //! * `sql`      – every SQL statement.
 //! * `handle`   – the object behind `dss_handle`, and the fork rules.
 //! * `pool`     – connections, prepared statements, the two pools.
@@ -11,6 +13,7 @@
 //! * `error`    – the error type and the errno table.
 //! * `registry` – which handle pointers are live.
 
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod ffi;
@@ -19,3 +22,4 @@ pub mod lock;
 pub mod pool;
 mod registry;
 pub mod sql;
+pub mod wait;

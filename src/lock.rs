@@ -1,15 +1,23 @@
-//! The phobos DSS lock calls, in safe Rust. Arguments arrive checked (see
-//! `ffi.rs`); each call is one prepared statement on a pooled connection.
+//! The lock calls on one id, in safe Rust: the phobos four (lock, refresh,
+//! unlock, status) plus leases, fencing tokens, full status, cleanup and
+//! the operator's views. Arguments arrive checked for shape (see `ffi/`);
+//! each call is one prepared statement (see `sql/lock.rs`) on a pooled
+//! connection. Waiting is in `wait.rs`, batches in `batch.rs`.
 
 use std::time::SystemTime;
 
+use postgres::Row;
+
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
+use crate::sql::lock as q;
 
 /// Longest lock id, in bytes (phobos's `PHO_DSS_MAX_LOCK_ID_LEN`).
 pub const MAX_ID_LEN: usize = 2048;
 /// Longest owner, in bytes (phobos's `PHO_DSS_MAX_LOCK_OWNER_LEN`).
 pub const MAX_OWNER_LEN: usize = 256;
+/// Longest lease, in milliseconds (ten years).
+pub const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Who holds a lock, and since when (taken or last refreshed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,54 +26,117 @@ pub struct Status {
     pub timestamp: SystemTime,
 }
 
-/// Takes `id` for `owner`. `Exists` if anyone (`owner` included) holds it.
-pub fn lock(h: &Handle, id: &str, owner: &str) -> Result<()> {
-    let taken = h.run("dss_lock", |c| c.client.execute(&c.st.lock, &[&id, &owner]))?;
-    if taken == 1 {
-        Ok(())
-    } else {
-        Err(Error::new(
+/// Everything about a live lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub owner: String,
+    pub locked_at: SystemTime,
+    pub refreshed_at: SystemTime,
+    /// 0: never expires.
+    pub ttl_ms: u64,
+    /// On the database clock; -1: never.
+    pub expires_in_ms: i64,
+    pub token: u64,
+}
+
+/// A row of `dssctl list`: like [`Info`], but expired leases are listed too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub info: Info,
+    pub expired: bool,
+}
+
+/// A row of `dss.lock_history`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub seq: i64,
+    pub at: SystemTime,
+    /// acquire, takeover, release, force_release or clean.
+    pub event: String,
+    pub owner: String,
+    pub token: u64,
+    /// Who forced it (NULL when the owner acted itself).
+    pub actor: Option<String>,
+}
+
+/// `ttl_ms` as the database parameter, if in range (0 allowed: no expiry).
+pub(crate) fn ttl_param(ttl_ms: u64) -> Result<i64> {
+    if ttl_ms > MAX_TTL_MS {
+        return Err(Error::invalid(format!(
+            "ttl_ms {ttl_ms} is longer than {MAX_TTL_MS} (ten years)"
+        )));
+    }
+    Ok(ttl_ms as i64)
+}
+
+/// Takes `id` for `owner`, with a lease of `ttl_ms` (0: never expires), and
+/// returns its fencing token. A lock whose lease expired is free: it is
+/// taken over in the same statement. `Exists` if anyone (`owner` included)
+/// holds it.
+pub fn lock(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
+    let ttl = ttl_param(ttl_ms)?;
+    let token = h.run("lock", |c| {
+        c.query_one(&q::LOCK, &[&id, &owner, &ttl])
+            .map(|row| row.get::<_, Option<i64>>(0))
+    })?;
+    match token {
+        Some(token) => Ok(token as u64),
+        None => Err(Error::new(
             Kind::Exists,
             format!("lock '{id}' is already held"),
-        ))
+        )),
     }
 }
 
-/// Sets the timestamp of `id` to now. `NoLock` if absent, `NotOwner` if
-/// held by someone else (then nothing changes).
+/// [`lock`] with a lease: `ttl_ms` must be positive.
+pub fn lease(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
+    if ttl_ms == 0 {
+        return Err(Error::invalid(
+            "ttl_ms is 0 (a lease needs a duration; use dss_lock for no expiry)",
+        ));
+    }
+    lock(h, id, owner, ttl_ms)
+}
+
+/// Sets the timestamp of `id` to now and extends a lease by its ttl.
+/// `NoLock` if absent, `NotOwner` if held by someone else, `LeaseExpired` if
+/// the caller's lease ran out (nothing changes in those cases).
 pub fn refresh(h: &Handle, id: &str, owner: &str) -> Result<()> {
-    let (done, holder) = h.run("dss_lock_refresh", |c| {
-        let row = c.client.query_one(&c.st.refresh, &[&id, &owner])?;
-        Ok((row.get::<_, bool>(0), row.get::<_, Option<String>>(1)))
+    let seen = h.run("refresh", |c| {
+        c.query_one(&q::REFRESH, &[&id, &owner])
+            .map(|row| Seen::read(&row, 0))
     })?;
-    outcome("refresh", id, owner, done, holder)
+    seen.outcome("refresh", id, owner)
 }
 
 /// Releases `id`. With `Some(owner)`, only if `owner` holds it (`NoLock`,
-/// `NotOwner` otherwise); with `None`, whoever holds it (`NoLock` if absent).
-pub fn unlock(h: &Handle, id: &str, owner: Option<&str>) -> Result<()> {
+/// `NotOwner`, or `LeaseExpired` if its lease ran out: the stale row is
+/// removed then); with `None`, whoever holds it (`NoLock` if absent). A
+/// forced release is recorded in the history with `actor`.
+pub fn unlock(h: &Handle, id: &str, owner: Option<&str>, actor: &str) -> Result<()> {
     match owner {
         Some(owner) => {
-            let (done, holder) = h.run("dss_unlock", |c| {
-                let row = c.client.query_one(&c.st.unlock, &[&id, &owner])?;
-                Ok((row.get::<_, bool>(0), row.get::<_, Option<String>>(1)))
+            let seen = h.run("unlock", |c| {
+                c.query_one(&q::UNLOCK, &[&id, &owner])
+                    .map(|row| Seen::read(&row, 0))
             })?;
-            outcome("unlock", id, owner, done, holder)
+            seen.outcome("unlock", id, owner)
         }
         None => {
-            let n = h.run("dss_unlock", |c| {
-                c.client.execute(&c.st.unlock_force, &[&id])
+            let released = h.run("unlock", |c| {
+                c.query_one(&q::UNLOCK_FORCE, &[&id, &actor])
+                    .map(|row| row.get::<_, bool>(0))
             })?;
-            if n == 1 { Ok(()) } else { Err(no_lock(id)) }
+            if released { Ok(()) } else { Err(no_lock(id)) }
         }
     }
 }
 
-/// Who holds `id` and since when. `NoLock` if absent.
+/// Who holds `id` and since when (taken or refreshed). `NoLock` if absent
+/// or expired.
 pub fn status(h: &Handle, id: &str) -> Result<Status> {
-    let row = h.run("dss_lock_status", |c| {
-        c.client.query_opt(&c.st.status, &[&id])
-    })?;
+    let row = h.run("status", |c| c.query_opt(&q::STATUS, &[&id]))?;
     match row {
         Some(row) => Ok(Status {
             owner: row.get(0),
@@ -75,20 +146,150 @@ pub fn status(h: &Handle, id: &str) -> Result<Status> {
     }
 }
 
-fn no_lock(id: &str) -> Error {
+/// Everything about `id`. `NoLock` if absent or expired.
+pub fn info(h: &Handle, id: &str) -> Result<Info> {
+    let row = h.run("info", |c| c.query_opt(&q::INFO, &[&id]))?;
+    match row {
+        Some(row) => Ok(read_info(&row, 0)),
+        None => Err(no_lock(id)),
+    }
+}
+
+/// Columns (owner, locked_at, ts, ttl_ms, expires_in_ms, token) from `at`.
+fn read_info(row: &Row, at: usize) -> Info {
+    Info {
+        owner: row.get(at),
+        locked_at: row.get(at + 1),
+        refreshed_at: row.get(at + 2),
+        ttl_ms: row.get::<_, i64>(at + 3) as u64,
+        expires_in_ms: row.get(at + 4),
+        token: row.get::<_, i64>(at + 5) as u64,
+    }
+}
+
+/// Ok if `token` still holds `id` (live); `Stale` otherwise.
+pub fn check(h: &Handle, id: &str, token: u64) -> Result<()> {
+    let Ok(token_param) = i64::try_from(token) else {
+        return Err(stale(id, token));
+    };
+    let held = h.run("check", |c| {
+        c.query_one(&q::CHECK, &[&id, &token_param])
+            .map(|row| row.get::<_, bool>(0))
+    })?;
+    if held { Ok(()) } else { Err(stale(id, token)) }
+}
+
+fn stale(id: &str, token: u64) -> Error {
+    Error::new(
+        Kind::Stale,
+        format!("token {token} does not hold lock '{id}' (released, expired or taken over)"),
+    )
+}
+
+/// Force-releases every lock whose owner starts with `owner_prefix`
+/// (expired leases included), in one statement; returns how many. The
+/// prefix must not be empty.
+pub fn clean(h: &Handle, owner_prefix: &str, actor: &str) -> Result<u64> {
+    if owner_prefix.is_empty() {
+        return Err(Error::invalid(
+            "owner_prefix is empty (it would release every lock; use dssctl to wipe)",
+        ));
+    }
+    h.run("clean", |c| {
+        c.query_one(&q::CLEAN, &[&owner_prefix, &actor])
+            .map(|row| row.get::<_, i64>(0) as u64)
+    })
+}
+
+/// Every lock whose id and owner start with the given prefixes ("" for
+/// all), expired leases included, by id.
+pub fn list(h: &Handle, id_prefix: &str, owner_prefix: &str) -> Result<Vec<Listed>> {
+    let rows = h.run("list", |c| c.query(&q::LIST, &[&id_prefix, &owner_prefix]))?;
+    Ok(rows
+        .iter()
+        .map(|row| Listed {
+            id: row.get(0),
+            info: read_info(row, 1),
+            expired: row.get(7),
+        })
+        .collect())
+}
+
+/// The last `limit` history events of `id`, newest first.
+pub fn history(h: &Handle, id: &str, limit: u32) -> Result<Vec<Event>> {
+    let limit = i64::from(limit);
+    let rows = h.run("history", |c| c.query(&q::HISTORY, &[&id, &limit]))?;
+    Ok(rows
+        .iter()
+        .map(|row| Event {
+            seq: row.get(0),
+            at: row.get(1),
+            event: row.get(2),
+            owner: row.get(3),
+            token: row.get::<_, i64>(4) as u64,
+            actor: row.get(5),
+        })
+        .collect())
+}
+
+/// The conventional owner name of this process, `"<hostname>:<pid>"`.
+pub fn owner_self() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    format!("{host}:{}", std::process::id())
+}
+
+pub(crate) fn no_lock(id: &str) -> Error {
     Error::new(Kind::NoLock, format!("lock '{id}' does not exist"))
 }
 
-/// Reads the (done, holder) pair of REFRESH / UNLOCK. `holder` is what the
-/// statement's snapshot saw: if it names the caller although nothing was
-/// done, the lock went away concurrently, which is `NoLock`.
-fn outcome(what: &str, id: &str, owner: &str, done: bool, holder: Option<String>) -> Result<()> {
-    match holder {
-        _ if done => Ok(()),
-        Some(holder) if holder != owner => Err(Error::new(
-            Kind::NotOwner,
-            format!("cannot {what} lock '{id}': it is held by '{holder}', not '{owner}'"),
-        )),
-        _ => Err(no_lock(id)),
+/// What a refresh or unlock statement saw, in one snapshot: whether it did
+/// it, whether the row it removed was an expired lease, the holder it saw
+/// (None: absent) and whether that holder's lease had expired.
+pub(crate) struct Seen {
+    done: bool,
+    done_expired: bool,
+    holder: Option<String>,
+    holder_expired: bool,
+}
+
+impl Seen {
+    /// Reads the four columns starting at `at`.
+    pub(crate) fn read(row: &Row, at: usize) -> Seen {
+        Seen {
+            done: row.get(at),
+            done_expired: row.get(at + 1),
+            holder: row.get(at + 2),
+            holder_expired: row.get(at + 3),
+        }
+    }
+
+    /// The result for the caller `owner`. An expired lease is free for
+    /// everyone but its holder, who learns it lost the lease.
+    pub(crate) fn outcome(self, what: &str, id: &str, owner: &str) -> Result<()> {
+        let expired = || {
+            Error::new(
+                Kind::LeaseExpired,
+                format!("cannot {what} lock '{id}': the lease of '{owner}' expired"),
+            )
+        };
+        match self.holder {
+            _ if self.done && self.done_expired => Err(expired()),
+            _ if self.done => Ok(()),
+            Some(holder) if holder == owner && self.holder_expired => Err(expired()),
+            Some(holder) if holder != owner && !self.holder_expired => Err(Error::new(
+                Kind::NotOwner,
+                format!("cannot {what} lock '{id}': it is held by '{holder}', not '{owner}'"),
+            )),
+            // Absent, someone else's expired lease, or gone concurrently.
+            _ => Err(no_lock(id)),
+        }
     }
 }

@@ -17,66 +17,113 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::Type;
-use postgres::{Client, NoTls, Statement};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::config::Settings;
 use crate::error::{Error, Kind, Result};
-use crate::sql;
+use crate::sql::{self, Query};
 
-/// The statements of one connection, prepared when it is made.
-pub struct Statements {
-    pub lock: Statement,
-    pub refresh: Statement,
-    pub unlock: Statement,
-    pub unlock_force: Statement,
-    pub status: Statement,
+type PgResult<T> = std::result::Result<T, postgres::Error>;
+
+thread_local! {
+    static ROUND_TRIPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-impl Statements {
-    fn prepare(client: &mut Client) -> std::result::Result<Statements, postgres::Error> {
-        let text2 = [Type::TEXT, Type::TEXT];
-        let text1 = [Type::TEXT];
-        Ok(Statements {
-            lock: client.prepare_typed(sql::LOCK, &text2)?,
-            refresh: client.prepare_typed(sql::REFRESH, &text2)?,
-            unlock: client.prepare_typed(sql::UNLOCK, &text2)?,
-            unlock_force: client.prepare_typed(sql::UNLOCK_FORCE, &text1)?,
-            status: client.prepare_typed(sql::STATUS, &text1)?,
-        })
-    }
+/// How many round trips to the server the calling thread has made through
+/// [`Conn`] so far (a statement, a preparation, a simple query each count
+/// one; connecting does not). Lets tests and benchmarks check that a call
+/// costs what it should.
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.with(|n| n.get())
+}
+
+fn round_trip() {
+    ROUND_TRIPS.with(|n| n.set(n.get() + 1));
 }
 
 /// One database session.
 pub struct Conn {
     pub client: Client,
-    pub st: Statements,
+    /// Statements prepared on this session, by [`Query::key`].
+    prepared: HashMap<usize, Statement>,
     /// Set when a call saw this session fail: the pool drops it.
     pub broken: bool,
 }
 
 impl Conn {
-    /// Connects, checks the schema version and prepares the statements.
+    /// Connects and checks the schema version.
     /// Errors: `NotConnected` (cannot reach or log in), `TooManyUsers`,
     /// `Protocol` (schema missing or too old).
     pub fn connect(pg: &postgres::Config) -> Result<Conn> {
         let manager = PostgresConnectionManager::new(pg.clone(), NoTls);
         let mut client = r2d2::ManageConnection::connect(&manager).map_err(connect_error)?;
         check_schema(&mut client)?;
-        let st = Statements::prepare(&mut client)
-            .map_err(|e| Error::from_pg("cannot prepare the lock statements", &e))?;
         Ok(Conn {
             client,
-            st,
+            prepared: HashMap::new(),
             broken: false,
         })
     }
 
+    /// `q` prepared on this session: by a Parse round trip the first time,
+    /// from the cache afterwards.
+    pub fn statement(&mut self, q: &'static Query) -> PgResult<Statement> {
+        if let Some(st) = self.prepared.get(&q.key()) {
+            return Ok(st.clone());
+        }
+        round_trip();
+        let st = self.client.prepare_typed(q.text, q.params)?;
+        self.prepared.insert(q.key(), st.clone());
+        Ok(st)
+    }
+
+    pub fn query(
+        &mut self,
+        q: &'static Query,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> PgResult<Vec<Row>> {
+        let st = self.statement(q)?;
+        round_trip();
+        self.client.query(&st, params)
+    }
+
+    pub fn query_one(
+        &mut self,
+        q: &'static Query,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> PgResult<Row> {
+        let st = self.statement(q)?;
+        round_trip();
+        self.client.query_one(&st, params)
+    }
+
+    pub fn query_opt(
+        &mut self,
+        q: &'static Query,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> PgResult<Option<Row>> {
+        let st = self.statement(q)?;
+        round_trip();
+        self.client.query_opt(&st, params)
+    }
+
+    /// A command without parameters or results (LISTEN, UNLISTEN), by the
+    /// simple query protocol.
+    pub fn simple(&mut self, sql: &str) -> PgResult<()> {
+        round_trip();
+        self.client.batch_execute(sql)
+    }
+
     /// True if the session is known to be dead, found without a round trip:
-    /// polls the socket for anything the server sent while we were idle
-    /// (a FATAL on shutdown, or end of file).
+    /// looks at what the client has already received while idle (a FATAL on
+    /// shutdown, or end of file). Best effort: tokio may not have noticed
+    /// data that just arrived, so a dead session can still pass; the call
+    /// then fails in a way `handle::Handle::run` recognises and retries.
     pub fn is_stale(&mut self) -> bool {
         if self.broken || self.client.is_closed() {
             return true;

@@ -12,9 +12,9 @@ use dss::lock;
 fn lock_refresh_unlock_status_return_codes() {
     let h = handle();
     let id = uid("codes");
-    lock::lock(&h, &id, "alice").unwrap();
-    assert_eq!(errno(lock::lock(&h, &id, "alice")), -libc::EEXIST);
-    assert_eq!(errno(lock::lock(&h, &id, "bob")), -libc::EEXIST);
+    lock::lock(&h, &id, "alice", 0).unwrap();
+    assert_eq!(errno(lock::lock(&h, &id, "alice", 0)), -libc::EEXIST);
+    assert_eq!(errno(lock::lock(&h, &id, "bob", 0)), -libc::EEXIST);
 
     let st = lock::status(&h, &id).unwrap();
     assert_eq!(st.owner, "alice");
@@ -26,17 +26,23 @@ fn lock_refresh_unlock_status_return_codes() {
     let st2 = lock::status(&h, &id).unwrap();
     assert!(st2.timestamp > st.timestamp, "refresh moves the timestamp");
 
-    assert_eq!(errno(lock::unlock(&h, &id, Some("bob"))), -libc::EACCES);
+    assert_eq!(
+        errno(lock::unlock(&h, &id, Some("bob"), "test")),
+        -libc::EACCES
+    );
     assert_eq!(lock::status(&h, &id).unwrap().owner, "alice");
-    lock::unlock(&h, &id, Some("alice")).unwrap();
+    lock::unlock(&h, &id, Some("alice"), "test").unwrap();
 
-    assert_eq!(errno(lock::unlock(&h, &id, Some("alice"))), -libc::ENOLCK);
-    assert_eq!(errno(lock::unlock(&h, &id, None)), -libc::ENOLCK);
+    assert_eq!(
+        errno(lock::unlock(&h, &id, Some("alice"), "test")),
+        -libc::ENOLCK
+    );
+    assert_eq!(errno(lock::unlock(&h, &id, None, "test")), -libc::ENOLCK);
     assert_eq!(errno(lock::refresh(&h, &id, "alice")), -libc::ENOLCK);
     assert_eq!(errno(lock::status(&h, &id)), -libc::ENOLCK);
 
-    lock::lock(&h, &id, "carol").unwrap();
-    lock::unlock(&h, &id, None).unwrap();
+    lock::lock(&h, &id, "carol", 0).unwrap();
+    lock::unlock(&h, &id, None, "test").unwrap();
     assert_eq!(errno(lock::status(&h, &id)), -libc::ENOLCK);
 }
 
@@ -57,14 +63,14 @@ fn ids_and_owners_are_opaque_data() {
     {
         let id = format!("{}{nasty}", uid("opaque"));
         let owner = format!("{nasty}{i}");
-        lock::lock(&h, &id, &owner).unwrap();
+        lock::lock(&h, &id, &owner, 0).unwrap();
         assert_eq!(lock::status(&h, &id).unwrap().owner, owner);
         let row = c
             .query_one("SELECT owner FROM dss.locks WHERE id = $1", &[&id])
             .unwrap();
         assert_eq!(row.get::<_, String>(0), owner);
         lock::refresh(&h, &id, &owner).unwrap();
-        lock::unlock(&h, &id, Some(&owner)).unwrap();
+        lock::unlock(&h, &id, Some(&owner), "test").unwrap();
     }
     let n: i64 = c
         .query_one("SELECT count(*) FROM dss.locks", &[])
@@ -78,7 +84,7 @@ fn status_timestamp_is_the_database_clock_in_utc() {
     let h = handle();
     let id = uid("ts");
     let before = SystemTime::now();
-    lock::lock(&h, &id, "o").unwrap();
+    lock::lock(&h, &id, "o", 0).unwrap();
     let after = SystemTime::now();
     let ts = lock::status(&h, &id).unwrap().timestamp;
     // Same machine: the database clock is ours, give or take a second.
@@ -113,7 +119,7 @@ fn two_racing_lockers_exactly_one_wins() {
                 let (id, barrier) = (id.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    lock::lock(&h, &id, who).map_err(|e| e.errno())
+                    lock::lock(&h, &id, who, 0).map_err(|e| e.errno())
                 })
             })
             .collect();
@@ -137,8 +143,8 @@ fn one_handle_many_threads_no_lost_update() {
                 let me = format!("t{t}");
                 for _ in 0..50 {
                     loop {
-                        match lock::lock(&h, &id, &me) {
-                            Ok(()) => break,
+                        match lock::lock(&h, &id, &me, 0) {
+                            Ok(_) => break,
                             Err(e) if e.errno() == -libc::EEXIST => std::thread::yield_now(),
                             Err(e) => panic!("{e}"),
                         }
@@ -149,7 +155,7 @@ fn one_handle_many_threads_no_lost_update() {
                     *g += 1;
                     drop(g);
                     counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    lock::unlock(&h, &id, Some(&me)).unwrap();
+                    lock::unlock(&h, &id, Some(&me), "test").unwrap();
                 }
             })
         })
@@ -171,8 +177,8 @@ fn sessions_killed_by_the_server_are_replaced_transparently() {
             let h = h.clone();
             s.spawn(move || {
                 for _ in 0..20 {
-                    lock::lock(&h, id, "k").unwrap();
-                    lock::unlock(&h, id, Some("k")).unwrap();
+                    lock::lock(&h, id, "k", 0).unwrap();
+                    lock::unlock(&h, id, Some("k"), "test").unwrap();
                 }
             });
         }
@@ -203,9 +209,9 @@ fn sessions_killed_by_the_server_are_replaced_transparently() {
     // Every call succeeds: dead sessions are detected and replaced, and
     // the lock taken is really there.
     for id in &ids {
-        lock::lock(&h, id, "after").unwrap();
+        lock::lock(&h, id, "after", 0).unwrap();
         assert_eq!(lock::status(&h, id).unwrap().owner, "after");
-        lock::unlock(&h, id, Some("after")).unwrap();
+        lock::unlock(&h, id, Some("after"), "test").unwrap();
     }
 }
 
@@ -281,12 +287,12 @@ fn waiting_too_long_for_a_pooled_connection_is_etimedout() {
     held_rx.recv().unwrap(); // the only connection is checked out
     let id = uid("timeout");
     let t = std::time::Instant::now();
-    assert_eq!(errno(lock::lock(&h, &id, "o")), -libc::ETIMEDOUT);
+    assert_eq!(errno(lock::lock(&h, &id, "o", 0)), -libc::ETIMEDOUT);
     assert!(t.elapsed() >= Duration::from_millis(200));
     release_tx.send(()).unwrap();
     holder.join().unwrap();
-    lock::lock(&h, &id, "o").unwrap();
-    lock::unlock(&h, &id, None).unwrap();
+    lock::lock(&h, &id, "o", 0).unwrap();
+    lock::unlock(&h, &id, None, "test").unwrap();
 }
 
 #[test]
@@ -310,7 +316,9 @@ fn init_errors() {
     let e = open(&other).unwrap_err();
     assert_eq!(e.errno(), -libc::EPROTO);
     assert!(
-        e.message.contains("version 0 found") && e.message.contains("version 1 expected"),
+        e.message.contains("version 0 found")
+            && e.message
+                .contains(&format!("version {} expected", dss::sql::SCHEMA_VERSION)),
         "{}",
         e.message
     );

@@ -105,5 +105,5 @@ fn concurrent_runs_do_not_race() {
         assert!(r.wait().unwrap().success(), "a concurrent run failed");
     }
     let h = dss::handle::Handle::open(dss::config::Settings::new(&conninfo).unwrap()).unwrap();
-    dss::lock::lock(&h, "x", "o").unwrap();
+    dss::lock::lock(&h, "x", "o", 0).unwrap();
 }

@@ -26,7 +26,7 @@ fn stop_and_start_under_one_handle() {
     let conninfo = common::pgtmp("start", &dir);
     let h = Arc::new(Handle::open(Settings::new(&conninfo).unwrap()).unwrap());
 
-    lock::lock(&h, "held-before", "keeper").unwrap();
+    lock::lock(&h, "held-before", "keeper", 0).unwrap();
     // Several pooled connections in use.
     std::thread::scope(|s| {
         for t in 0..4 {
@@ -34,8 +34,8 @@ fn stop_and_start_under_one_handle() {
             s.spawn(move || {
                 let id = format!("warm{t}");
                 for _ in 0..20 {
-                    lock::lock(&h, &id, "w").unwrap();
-                    lock::unlock(&h, &id, Some("w")).unwrap();
+                    lock::lock(&h, &id, "w", 0).unwrap();
+                    lock::unlock(&h, &id, Some("w"), "test").unwrap();
                 }
             });
         }
@@ -44,18 +44,21 @@ fn stop_and_start_under_one_handle() {
     common::pgtmp("stop", &dir);
     for round in 0..3 {
         let calls: [(&str, Call); 5] = [
-            ("lock", Box::new(|| common::errno(lock::lock(&h, "x", "o")))),
+            (
+                "lock",
+                Box::new(|| common::errno(lock::lock(&h, "x", "o", 0))),
+            ),
             (
                 "refresh",
                 Box::new(|| common::errno(lock::refresh(&h, "held-before", "keeper"))),
             ),
             (
                 "unlock",
-                Box::new(|| common::errno(lock::unlock(&h, "held-before", Some("keeper")))),
+                Box::new(|| common::errno(lock::unlock(&h, "held-before", Some("keeper"), "test"))),
             ),
             (
                 "force unlock",
-                Box::new(|| common::errno(lock::unlock(&h, "held-before", None))),
+                Box::new(|| common::errno(lock::unlock(&h, "held-before", None, "test"))),
             ),
             (
                 "status",
@@ -101,12 +104,12 @@ fn stop_and_start_under_one_handle() {
             s.spawn(move || {
                 let id = format!("after{t}");
                 for _ in 0..20 {
-                    lock::lock(&h, &id, "a").unwrap();
+                    lock::lock(&h, &id, "a", 0).unwrap();
                     lock::refresh(&h, &id, "a").unwrap();
-                    lock::unlock(&h, &id, Some("a")).unwrap();
+                    lock::unlock(&h, &id, Some("a"), "test").unwrap();
                 }
             });
         }
     });
-    lock::unlock(&h, "held-before", Some("keeper")).unwrap();
+    lock::unlock(&h, "held-before", Some("keeper"), "test").unwrap();
 }

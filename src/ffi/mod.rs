@@ -1,10 +1,13 @@
 //! The C boundary, and nothing else: every exported function checks and
-//! converts its C arguments, calls the safe Rust code (`lock.rs`,
-//! `handle.rs`), and turns the result into 0 or a negative errno (the errno
-//! of each failure is decided in `error.rs`). Every entry is wrapped in
-//! [`guard`], so no panic ever unwinds into C.
+//! converts its C arguments, calls the safe Rust code, and turns the result
+//! into 0 or a negative errno (the errno of each failure is decided in
+//! `error.rs`). Every entry is wrapped in [`guard`], so no panic ever
+//! unwinds into C.
 //!
-//! cbindgen turns this file into `include/dss.h`; the doc comments below are
+//! * this file: the handle, init/fini, errors, and the argument helpers;
+//! * `lock.rs`: the lock calls.
+//!
+//! cbindgen turns these files into `include/dss.h`; the doc comments are
 //! the C documentation.
 
 #![allow(non_camel_case_types)]
@@ -21,16 +24,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::{self, Settings};
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
-use crate::lock;
+use crate::lock as lock_logic;
 use crate::registry;
+
+mod lock;
+pub use lock::*;
 
 /// Longest lock id accepted, in bytes, not counting the terminating NUL.
 pub const DSS_MAX_LOCK_ID_LEN: usize = 2048;
 /// Longest lock owner accepted, in bytes, not counting the terminating NUL.
 pub const DSS_MAX_LOCK_OWNER_LEN: usize = 256;
 
-const _: () = assert!(DSS_MAX_LOCK_ID_LEN == lock::MAX_ID_LEN);
-const _: () = assert!(DSS_MAX_LOCK_OWNER_LEN == lock::MAX_OWNER_LEN);
+const _: () = assert!(DSS_MAX_LOCK_ID_LEN == lock_logic::MAX_ID_LEN);
+const _: () = assert!(DSS_MAX_LOCK_OWNER_LEN == lock_logic::MAX_OWNER_LEN);
 
 /// A connection handle to the Distributed State Service.
 ///
@@ -68,7 +74,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs one C entry point: errors become their negative errno (and the
 /// thread's last error message), a panic becomes -ENOTRECOVERABLE.
-fn guard(name: &str, f: impl FnOnce() -> Result<c_int>) -> c_int {
+pub(crate) fn guard(name: &str, f: impl FnOnce() -> Result<c_int>) -> c_int {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(rc)) => rc,
         Ok(Err(e)) => {
@@ -90,7 +96,7 @@ fn guard(name: &str, f: impl FnOnce() -> Result<c_int>) -> c_int {
 ///
 /// # Safety
 /// `p` is NULL or points to memory readable up to its NUL or `max + 1` bytes.
-unsafe fn str_arg<'a>(p: *const c_char, name: &str, max: usize) -> Result<&'a str> {
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &str, max: usize) -> Result<&'a str> {
     if p.is_null() {
         return Err(Error::invalid(format!("{name} is NULL")));
     }
@@ -108,7 +114,7 @@ unsafe fn str_arg<'a>(p: *const c_char, name: &str, max: usize) -> Result<&'a st
 ///
 /// # Safety
 /// As [`str_arg`].
-unsafe fn id_arg<'a>(p: *const c_char) -> Result<&'a str> {
+pub(crate) unsafe fn id_arg<'a>(p: *const c_char) -> Result<&'a str> {
     // SAFETY: forwarded.
     let id = unsafe { str_arg(p, "lock_id", DSS_MAX_LOCK_ID_LEN) }?;
     if id.is_empty() {
@@ -119,7 +125,7 @@ unsafe fn id_arg<'a>(p: *const c_char) -> Result<&'a str> {
 
 /// # Safety
 /// As [`str_arg`].
-unsafe fn owner_arg<'a>(p: *const c_char) -> Result<&'a str> {
+pub(crate) unsafe fn owner_arg<'a>(p: *const c_char) -> Result<&'a str> {
     // SAFETY: forwarded.
     unsafe { str_arg(p, "lock_owner", DSS_MAX_LOCK_OWNER_LEN) }
 }
@@ -128,7 +134,7 @@ unsafe fn owner_arg<'a>(p: *const c_char) -> Result<&'a str> {
 ///
 /// # Safety
 /// `handle` is NULL or points to a readable `dss_handle`.
-unsafe fn handle_arg<'a>(handle: *const dss_handle) -> Result<&'a Handle> {
+pub(crate) unsafe fn handle_arg<'a>(handle: *const dss_handle) -> Result<&'a Handle> {
     // SAFETY: caller's contract.
     let Some(h) = (unsafe { handle.as_ref() }) else {
         return Err(Error::invalid("handle is NULL"));
@@ -293,141 +299,6 @@ pub extern "C" fn dss_fini(handle: *mut dss_handle) {
     });
 }
 
-/// Takes a lock, atomically: of two concurrent callers for the same id,
-/// exactly one succeeds. A lock taken with dss_lock() never expires.
-///
-/// @param[in] handle      initialised handle.
-/// @param[in] lock_id     lock identifier: non-empty UTF-8, at most
-///                        DSS_MAX_LOCK_ID_LEN bytes; opaque (any characters).
-/// @param[in] lock_owner  owner name: UTF-8, at most DSS_MAX_LOCK_OWNER_LEN
-///                        bytes (e.g. from "hostname:pid"); not NULL.
-/// @return 0 if the lock was taken;
-///         -EEXIST if it is already held by anyone, `lock_owner` included;
-///         -EINVAL for a NULL or uninitialised handle, NULL `lock_id` or
-///                 `lock_owner`, an empty or too long id, a too long owner,
-///                 or a string that is not UTF-8 (nothing is sent);
-///         -ECOMM if the database connection failed or was lost (the
-///                outcome is then unknown: check with dss_lock_status());
-///         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
-///         -ENOSPC, -ENOMEM, -EUSERS, -EIO for the server's resource errors
-///                (SQLSTATE 53100, 53200, 53300, other 53);
-///         -ENOTRECOVERABLE on an internal error.
-///         dss_last_error() describes any failure.
-#[unsafe(no_mangle)]
-pub extern "C" fn dss_lock(
-    handle: *mut dss_handle,
-    lock_id: *const c_char,
-    lock_owner: *const c_char,
-) -> c_int {
-    // SAFETY: the C caller passes valid or NULL pointers.
-    guard("dss_lock", || unsafe {
-        let h = handle_arg(handle)?;
-        let id = id_arg(lock_id)?;
-        let owner = owner_arg(lock_owner)?;
-        lock::lock(h, id, owner).map(|()| 0)
-    })
-}
-
-/// Sets the lock's timestamp to now (the database clock).
-///
-/// @param[in] handle      initialised handle.
-/// @param[in] lock_id     lock identifier (as dss_lock()).
-/// @param[in] lock_owner  the caller's owner name; not NULL.
-/// @return 0 on success;
-///         -ENOLCK if the lock does not exist;
-///         -EACCES if it belongs to another owner (nothing changes);
-///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
-///         -ENOTRECOVERABLE as for dss_lock().
-#[unsafe(no_mangle)]
-pub extern "C" fn dss_lock_refresh(
-    handle: *mut dss_handle,
-    lock_id: *const c_char,
-    lock_owner: *const c_char,
-) -> c_int {
-    // SAFETY: the C caller passes valid or NULL pointers.
-    guard("dss_lock_refresh", || unsafe {
-        let h = handle_arg(handle)?;
-        let id = id_arg(lock_id)?;
-        let owner = owner_arg(lock_owner)?;
-        lock::refresh(h, id, owner).map(|()| 0)
-    })
-}
-
-/// Releases a lock held by `lock_owner`, or by anyone if `lock_owner` is
-/// NULL (forced release, for operators and cleanup).
-///
-/// @param[in] handle      initialised handle.
-/// @param[in] lock_id     lock identifier (as dss_lock()).
-/// @param[in] lock_owner  the caller's owner name, or NULL to force.
-/// @return 0 on success;
-///         -ENOLCK if the lock does not exist;
-///         -EACCES if it belongs to another owner (nothing changes);
-///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
-///         -ENOTRECOVERABLE as for dss_lock().
-#[unsafe(no_mangle)]
-pub extern "C" fn dss_unlock(
-    handle: *mut dss_handle,
-    lock_id: *const c_char,
-    lock_owner: *const c_char,
-) -> c_int {
-    // SAFETY: the C caller passes valid or NULL pointers.
-    guard("dss_unlock", || unsafe {
-        let h = handle_arg(handle)?;
-        let id = id_arg(lock_id)?;
-        let owner = if lock_owner.is_null() {
-            None
-        } else {
-            Some(owner_arg(lock_owner)?)
-        };
-        lock::unlock(h, id, owner).map(|()| 0)
-    })
-}
-
-/// Tells who holds a lock and since when.
-///
-/// Outputs are written only on success.
-///
-/// @param[in]  handle          initialised handle.
-/// @param[in]  lock_id         lock identifier (as dss_lock()).
-/// @param[out] lock_owner      if not NULL, receives a malloc()ed copy of the
-///                             owner name; the caller releases it with free().
-/// @param[out] lock_timestamp  if not NULL, receives the time the lock was
-///                             taken or last refreshed, in seconds and
-///                             microseconds since the Unix epoch (UTC), as
-///                             measured by the database clock; unaffected by
-///                             the client's or server's time zone and DST.
-/// @return 0 on success;
-///         -ENOLCK if the lock does not exist;
-///         -ENOMEM if the owner copy cannot be allocated (nothing written);
-///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -EUSERS, -EIO,
-///         -ENOTRECOVERABLE as for dss_lock().
-#[unsafe(no_mangle)]
-pub extern "C" fn dss_lock_status(
-    handle: *mut dss_handle,
-    lock_id: *const c_char,
-    lock_owner: *mut *mut c_char,
-    lock_timestamp: *mut libc::timeval,
-) -> c_int {
-    // SAFETY: the C caller passes valid or NULL pointers.
-    guard("dss_lock_status", || unsafe {
-        let h = handle_arg(handle)?;
-        let id = id_arg(lock_id)?;
-        let status = lock::status(h, id)?;
-        let owner_copy = if lock_owner.is_null() {
-            None
-        } else {
-            Some(malloc_str(&status.owner)?)
-        };
-        if let Some(ts) = lock_timestamp.as_mut() {
-            *ts = timeval_of(status.timestamp);
-        }
-        if let Some(copy) = owner_copy {
-            *lock_owner = copy;
-        }
-        Ok(0)
-    })
-}
-
 /// Describes the last failed call made by the calling thread: what failed
 /// and why, with the PostgreSQL message and SQLSTATE when the server
 /// reported one. Never contains a password.
@@ -449,7 +320,7 @@ pub extern "C" fn dss_version() -> *const c_char {
 }
 
 /// A malloc()ed NUL-terminated copy, to be released by the C caller with free().
-fn malloc_str(s: &str) -> Result<*mut c_char> {
+pub(crate) fn malloc_str(s: &str) -> Result<*mut c_char> {
     // SAFETY: plain allocation of len + 1 bytes.
     let p = unsafe { libc::malloc(s.len() + 1) }.cast::<c_char>();
     if p.is_null() {
@@ -468,7 +339,7 @@ fn malloc_str(s: &str) -> Result<*mut c_char> {
 
 /// A `struct timeval` for a point in time, correct before 1970 too
 /// (`tv_usec` always in 0..1_000_000).
-pub fn timeval_of(t: SystemTime) -> libc::timeval {
+pub(crate) fn timeval_of(t: SystemTime) -> libc::timeval {
     let (sec, usec) = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => (d.as_secs() as i64, i64::from(d.subsec_micros())),
         Err(e) => {

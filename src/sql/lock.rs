@@ -1,0 +1,325 @@
+//! The lock statements (tables `dss.locks`, `dss.lock_history`,
+//! `dss.lock_waiters`; see `sql/0001_locks.sql` and `sql/0002_leases.sql`).
+//!
+//! Rules every statement here follows:
+//! * One statement per call, so one round trip and one autocommit
+//!   transaction. Where a call must tell "absent" from "someone else's" from
+//!   "your lease expired", the statement returns what it saw, decided in the
+//!   same snapshot as the change: there is no window between check and write.
+//! * A lease is live while `expires_at` is NULL or in the future, on the
+//!   database clock (`now()`); an expired lease counts as free.
+//! * Every acquisition takes a fresh token from `dss.lock_token_seq`,
+//!   greater than every earlier token of the id (`dss.lock_acquire`).
+//! * Acquisitions, releases, forced releases, takeovers and cleanups append
+//!   to `dss.lock_history` in the same transaction (refreshes do not).
+//! * A statement that removes a lock wakes `dss_lock_wait()` callers of that
+//!   id (NOTIFY on channel `dss_<md5 of the id>`), only if some are queued:
+//!   NOTIFY serialises committing transactions, so it is never paid when
+//!   nobody waits.
+//! * Statements touching several locks lock their rows in id order, so they
+//!   cannot deadlock with each other.
+//!
+//! Results of refresh and unlock calls share one shape, read by
+//! `lock::Seen`: (done, done_on_expired_lease, holder seen, holder expired).
+
+use postgres::types::Type;
+
+use super::Query;
+
+const TEXT: Type = Type::TEXT;
+const INT8: Type = Type::INT8;
+const TEXT_ARRAY: Type = Type::TEXT_ARRAY;
+
+/// A lease's expiry for a ttl in milliseconds held by parameter `$p`
+/// (NULL: never expires).
+macro_rules! expiry {
+    ($p:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $p,
+            " > 0 THEN now() + ",
+            $p,
+            " * interval '1 millisecond' END"
+        )
+    };
+}
+
+/// Milliseconds left on the lease of the row in scope, -1 if none.
+macro_rules! expires_in_ms {
+    () => {
+        "CASE WHEN expires_at IS NULL THEN -1::int8 \
+         ELSE greatest(0, floor(extract(epoch FROM expires_at - now()) * 1000))::int8 END"
+    };
+}
+
+/// RETURNING expression of a statement deleting lock rows `l`: wakes the
+/// waiters of each removed id, if there are any.
+macro_rules! wake_waiters {
+    () => {
+        "CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) \
+         THEN pg_notify('dss_' || md5(l.id), '') END"
+    };
+}
+
+/// A lease is live: not expired.
+macro_rules! live {
+    () => {
+        "(expires_at IS NULL OR expires_at > now())"
+    };
+}
+
+/// `dss_lock` (ttl 0) and `dss_lock_lease`: $1 id, $2 owner, $3 ttl_ms.
+/// The new token, NULL if held. `dss.lock_acquire` (sql/0002_leases.sql)
+/// takes over an expired lease or inserts a free lock, makes sure the token
+/// is greater than every earlier one of the id, and records the history.
+/// A failed attempt writes nothing and locks nothing.
+pub static LOCK: Query = Query {
+    text: "SELECT dss.lock_acquire($1, $2, $3)",
+    params: &[TEXT, TEXT, INT8],
+};
+
+/// `dss_lock_wait`, one attempt: $1 id, $2 owner, $3 ttl_ms, $4 ticket
+/// (0: not queued yet), $5 how long to stay queued (ms).
+///
+/// Waiters are served in ticket order: the attempt only takes the lock if no
+/// live waiter is ahead (a waiter is live while its session exists and its
+/// deadline has not passed; dead ones are purged here). A successful
+/// attempt leaves the queue; a first failed one (ticket 0) joins it.
+/// Returns (token or NULL, new ticket or NULL, wake-up channel, ms left on
+/// the current holder's lease or NULL).
+pub static WAIT_TRY: Query = Query {
+    text: concat!(
+        "WITH purge AS ( \
+            DELETE FROM dss.lock_waiters w \
+             WHERE w.id = $1 AND w.ticket <> $4 \
+               AND (w.until < now() \
+                    OR NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(w.backend_pid))) \
+            RETURNING w.ticket), \
+         ahead AS ( \
+            SELECT 1 FROM dss.lock_waiters w \
+             WHERE w.id = $1 AND ($4 = 0 OR w.ticket < $4) \
+               AND w.ticket NOT IN (SELECT ticket FROM purge)), \
+         got AS ( \
+            SELECT token FROM ( \
+                SELECT dss.lock_acquire($1, $2, $3) AS token \
+                 WHERE NOT EXISTS (SELECT 1 FROM ahead)) AS a \
+             WHERE token IS NOT NULL), \
+         done AS ( \
+            DELETE FROM dss.lock_waiters WHERE ticket = $4 AND EXISTS (SELECT 1 FROM got)), \
+         queue AS ( \
+            INSERT INTO dss.lock_waiters (id, owner, until) \
+            SELECT $1, $2, now() + $5 * interval '1 millisecond' \
+             WHERE $4 = 0 AND NOT EXISTS (SELECT 1 FROM got) \
+            RETURNING ticket) \
+         SELECT (SELECT token FROM got), (SELECT ticket FROM queue), 'dss_' || md5($1), \
+                (SELECT ",
+        expires_in_ms!(),
+        " FROM dss.locks WHERE id = $1 AND expires_at IS NOT NULL)"
+    ),
+    params: &[TEXT, TEXT, INT8, INT8, INT8],
+};
+
+/// `dss_lock_wait` giving up: $1 ticket. Leaves the queue and wakes the
+/// others of that id, since this waiter may have been the one in front.
+pub static WAIT_LEAVE: Query = Query {
+    text: "DELETE FROM dss.lock_waiters l WHERE ticket = $1 \
+           RETURNING pg_notify('dss_' || md5(l.id), '')",
+    params: &[INT8],
+};
+
+/// `dss_lock_refresh`: $1 id, $2 owner. Extends a live lease by its own ttl
+/// (a lock without ttl only gets a new timestamp).
+pub static REFRESH: Query = Query {
+    text: concat!(
+        "WITH cur AS ( \
+            SELECT owner, coalesce(expires_at <= now(), false) AS expired \
+              FROM dss.locks WHERE id = $1), \
+         upd AS ( \
+            UPDATE dss.locks SET ts = now(), expires_at = ",
+        expiry!("ttl_ms"),
+        " WHERE id = $1 AND owner = $2 AND ",
+        live!(),
+        " RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM upd), false, (SELECT owner FROM cur), \
+                coalesce((SELECT expired FROM cur), false)"
+    ),
+    params: &[TEXT, TEXT],
+};
+
+/// `dss_unlock` with an owner: $1 id, $2 owner. An expired lease of that
+/// owner is removed too (and reported as such).
+pub static UNLOCK: Query = Query {
+    text: concat!(
+        "WITH cur AS ( \
+            SELECT owner, coalesce(expires_at <= now(), false) AS expired \
+              FROM dss.locks WHERE id = $1), \
+         del AS ( \
+            DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 \
+            RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, ",
+        wake_waiters!(),
+        "), \
+         hist AS ( \
+            INSERT INTO dss.lock_history (event, id, owner, token) \
+            SELECT 'release', $1, $2, token FROM del) \
+         SELECT EXISTS (SELECT 1 FROM del), coalesce((SELECT expired FROM del), false), \
+                (SELECT owner FROM cur), coalesce((SELECT expired FROM cur), false)"
+    ),
+    params: &[TEXT, TEXT],
+};
+
+/// `dss_unlock` with a NULL owner (force): $1 id, $2 actor (recorded in the
+/// history). True if a live lock was released (an expired one is removed
+/// too, but reads as absent).
+pub static UNLOCK_FORCE: Query = Query {
+    text: concat!(
+        "WITH del AS ( \
+            DELETE FROM dss.locks l WHERE l.id = $1 \
+            RETURNING l.owner, l.token, coalesce(l.expires_at <= now(), false) AS expired, ",
+        wake_waiters!(),
+        "), \
+         hist AS ( \
+            INSERT INTO dss.lock_history (event, id, owner, token, actor) \
+            SELECT 'force_release', $1, owner, token, $2 FROM del) \
+         SELECT EXISTS (SELECT 1 FROM del WHERE NOT expired)"
+    ),
+    params: &[TEXT, TEXT],
+};
+
+/// `dss_lock_status`: $1 id. (owner, ts) of a live lock; the timestamp
+/// travels as a binary timestamptz (microseconds since 2000-01-01 UTC), so
+/// no time zone or DST setting on either side can shift it.
+pub static STATUS: Query = Query {
+    text: concat!(
+        "SELECT owner, ts FROM dss.locks WHERE id = $1 AND ",
+        live!()
+    ),
+    params: &[TEXT],
+};
+
+/// `dss_lock_info`: $1 id. (owner, locked_at, ts, ttl_ms, expires_in_ms,
+/// token) of a live lock.
+pub static INFO: Query = Query {
+    text: concat!(
+        "SELECT owner, locked_at, ts, ttl_ms, ",
+        expires_in_ms!(),
+        ", token FROM dss.locks WHERE id = $1 AND ",
+        live!()
+    ),
+    params: &[TEXT],
+};
+
+/// `dss_lock_check`: $1 id, $2 token. True if that token holds a live lock.
+pub static CHECK: Query = Query {
+    text: concat!(
+        "SELECT EXISTS (SELECT 1 FROM dss.locks WHERE id = $1 AND token = $2 AND ",
+        live!(),
+        ")"
+    ),
+    params: &[TEXT, INT8],
+};
+
+/// `dss_lock_many`: $1 ids, $2 owner, $3 ttl_ms. No row: all taken; else
+/// (1-based position of the first conflicting id, its holder). See
+/// `dss.lock_many` in `sql/0002_leases.sql`.
+pub static LOCK_MANY: Query = Query {
+    text: "SELECT conflict_ord, holder FROM dss.lock_many($1, $2, $3)",
+    params: &[TEXT_ARRAY, TEXT, INT8],
+};
+
+/// The requested ids with their positions, and their current rows locked
+/// in id order (`cur`), for the batch statements below ($1 ids).
+macro_rules! batch_rows {
+    () => {
+        "req AS ( \
+            SELECT r.id, r.ord FROM unnest($1::text[]) WITH ORDINALITY AS r(id, ord)), \
+         cur AS ( \
+            SELECT l.id, l.owner, coalesce(l.expires_at <= now(), false) AS expired \
+              FROM dss.locks l WHERE l.id = ANY ($1) ORDER BY l.id FOR UPDATE)"
+    };
+}
+
+/// `dss_lock_refresh_many`: $1 ids, $2 owner. Refreshes every live lease
+/// of the owner among them; returns the first failure in the caller's order
+/// as (1-based position, then the shape of REFRESH), no row if none.
+pub static REFRESH_MANY: Query = Query {
+    text: concat!(
+        "WITH ",
+        batch_rows!(),
+        ", upd AS ( \
+            UPDATE dss.locks l SET ts = now(), expires_at = ",
+        expiry!("l.ttl_ms"),
+        " FROM cur WHERE l.id = cur.id AND cur.owner = $2 AND NOT cur.expired \
+            RETURNING l.id) \
+         SELECT req.ord, false, false, cur.owner, coalesce(cur.expired, false) \
+           FROM req LEFT JOIN cur ON cur.id = req.id \
+          WHERE req.id NOT IN (SELECT id FROM upd) \
+          ORDER BY req.ord LIMIT 1"
+    ),
+    params: &[TEXT_ARRAY, TEXT],
+};
+
+/// `dss_unlock_many`: $1 ids, $2 owner. Releases every lock of the owner
+/// among them (expired leases too); returns the first failure in the
+/// caller's order as (1-based position, then the shape of UNLOCK).
+pub static UNLOCK_MANY: Query = Query {
+    text: concat!(
+        "WITH ",
+        batch_rows!(),
+        ", del AS ( \
+            DELETE FROM dss.locks l USING cur WHERE l.id = cur.id AND cur.owner = $2 \
+            RETURNING l.id, l.token, cur.expired, ",
+        wake_waiters!(),
+        "), \
+         hist AS ( \
+            INSERT INTO dss.lock_history (event, id, owner, token) \
+            SELECT 'release', id, $2, token FROM del) \
+         SELECT req.ord, del.id IS NOT NULL, coalesce(del.expired, false), \
+                cur.owner, coalesce(cur.expired, false) \
+           FROM req LEFT JOIN cur ON cur.id = req.id LEFT JOIN del ON del.id = req.id \
+          WHERE del.id IS NULL OR del.expired \
+          ORDER BY req.ord LIMIT 1"
+    ),
+    params: &[TEXT_ARRAY, TEXT],
+};
+
+/// `dss_lock_clean`: $1 owner prefix, $2 actor. Force-releases every lock
+/// (expired leases included) whose owner starts with the prefix; returns
+/// how many.
+pub static CLEAN: Query = Query {
+    text: concat!(
+        "WITH cur AS ( \
+            SELECT id FROM dss.locks WHERE starts_with(owner, $1) ORDER BY id FOR UPDATE), \
+         del AS ( \
+            DELETE FROM dss.locks l USING cur WHERE l.id = cur.id \
+            RETURNING l.id, l.owner, l.token, ",
+        wake_waiters!(),
+        "), \
+         hist AS ( \
+            INSERT INTO dss.lock_history (event, id, owner, token, actor) \
+            SELECT 'clean', id, owner, token, $2 FROM del) \
+         SELECT count(*) FROM del"
+    ),
+    params: &[TEXT, TEXT],
+};
+
+/// `dssctl list`: $1 id prefix, $2 owner prefix ('' matches all). Every
+/// row, expired leases included: (id, owner, locked_at, ts, ttl_ms,
+/// expires_in_ms, token, expired), by id.
+pub static LIST: Query = Query {
+    text: concat!(
+        "SELECT id, owner, locked_at, ts, ttl_ms, ",
+        expires_in_ms!(),
+        ", token, NOT ",
+        live!(),
+        " FROM dss.locks WHERE starts_with(id, $1) AND starts_with(owner, $2) ORDER BY id"
+    ),
+    params: &[TEXT, TEXT],
+};
+
+/// `dssctl history`: $1 id, $2 limit. Newest first: (seq, at, event,
+/// owner, token, actor).
+pub static HISTORY: Query = Query {
+    text: "SELECT seq, at, event, owner, token, actor FROM dss.lock_history \
+           WHERE id = $1 ORDER BY seq DESC LIMIT $2",
+    params: &[TEXT, INT8],
+};

@@ -1,0 +1,41 @@
+//! Every SQL statement the library runs, in one place: `lock.rs` for the
+//! lock calls. The schema itself (tables, the few PL/pgSQL functions) is in
+//! the numbered migrations under `sql/` at the top of the repository.
+//!
+//! Each statement is a [`Query`]: its text and parameter types. A connection
+//! prepares a query the first time it runs it and keeps the prepared
+//! statement for its lifetime (`pool::Conn::prepared`), so a call costs one
+//! round trip: Bind/Execute/Sync, never a Parse.
+
+use postgres::types::Type;
+
+pub mod lock;
+
+/// Schema version this library needs (`dss.schema_info.version`, written by
+/// `sql/`). A newer schema is accepted: migrations only add.
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// Highest applied migration. A missing table is SQLSTATE 42P01.
+pub const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM dss.schema_info";
+
+/// The migrations shipped with this build (`sql/*.sql`), in order, as
+/// (file name, text). `dssctl migrate` applies them.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_locks.sql", include_str!("../../sql/0001_locks.sql")),
+    ("0002_leases.sql", include_str!("../../sql/0002_leases.sql")),
+];
+
+/// One parameterised statement. Declared as `static` so that each has one
+/// address, which identifies it in a connection's cache of prepared
+/// statements.
+pub struct Query {
+    pub text: &'static str,
+    pub params: &'static [Type],
+}
+
+impl Query {
+    /// The key of this query in a prepared-statement cache.
+    pub fn key(&'static self) -> usize {
+        self as *const Query as usize
+    }
+}

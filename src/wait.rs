@@ -1,0 +1,176 @@
+//! `dss_lock_wait`: blocking until a lock is free, without polling it.
+//!
+//! A waiter keeps one pooled connection for the whole wait. It tries once
+//! (`WAIT_TRY`, which also queues it with a ticket if the lock is held),
+//! then LISTENs on the id's channel and sleeps in the socket until:
+//! * a release of that id NOTIFYs the channel (unlock, forced unlock,
+//!   cleanup, or a waiter ahead giving up);
+//! * the current holder's lease runs out (the statement says when);
+//! * a fallback timer fires (200 ms after queueing, doubling up to 5 s), in
+//!   case a notification was missed (a release that raced with queueing);
+//! * the caller's deadline passes.
+//!
+//! Fairness: waiters of one id are served in arrival order. An attempt only
+//! takes the lock when no live waiter with an earlier ticket exists, so each
+//! release lets exactly one waiter in and no waiter is overtaken by a later
+//! one. dss_lock(), dss_lock_lease() and dss_lock_many() do not queue (phobos
+//! semantics): they take a free lock even while waiters sleep.
+
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+
+use crate::error::{Error, Kind, Result};
+use crate::handle::Handle;
+use crate::lock::{MAX_TTL_MS, ttl_param};
+use crate::pool::Conn;
+use crate::sql::lock as q;
+
+const FIRST_POLL: Duration = Duration::from_millis(200);
+const LONGEST_POLL: Duration = Duration::from_secs(5);
+/// A waiter's queue entry outlives its deadline by this much, so that it is
+/// not purged while making its last attempt.
+const QUEUE_SLACK_MS: u64 = 1000;
+
+/// Takes `id` for `owner` (lease `ttl_ms`, 0: none), waiting up to
+/// `timeout_ms` (u64::MAX: forever) for it; returns the token. `TimedOut`
+/// if the deadline passed first.
+pub fn wait(h: &Handle, id: &str, owner: &str, ttl_ms: u64, timeout_ms: u64) -> Result<u64> {
+    let ttl = ttl_param(ttl_ms)?;
+    let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
+    let queue_ms = (timeout_ms.min(MAX_TTL_MS) + QUEUE_SLACK_MS) as i64;
+    let w = Waiter {
+        id,
+        owner,
+        ttl,
+        queue_ms,
+        deadline,
+    };
+    match h.run("lock_wait", |c| w.run(c))? {
+        Some(token) => Ok(token),
+        None => Err(Error::new(
+            Kind::TimedOut,
+            format!("lock '{id}' was not free within {timeout_ms} ms"),
+        )),
+    }
+}
+
+struct Waiter<'a> {
+    id: &'a str,
+    owner: &'a str,
+    ttl: i64,
+    queue_ms: i64,
+    deadline: Option<Instant>,
+}
+
+type PgResult<T> = std::result::Result<T, postgres::Error>;
+
+/// What one attempt found.
+enum Attempt {
+    Taken(u64),
+    /// Not taken; ms left on the holder's lease, if it has one.
+    Held(Option<i64>),
+}
+
+impl Waiter<'_> {
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn attempt(&self, c: &mut Conn, ticket: i64) -> PgResult<(Attempt, Option<i64>, String)> {
+        let row = c.query_one(
+            &q::WAIT_TRY,
+            &[&self.id, &self.owner, &self.ttl, &ticket, &self.queue_ms],
+        )?;
+        let attempt = match row.get::<_, Option<i64>>(0) {
+            Some(token) => Attempt::Taken(token as u64),
+            None => Attempt::Held(row.get(3)),
+        };
+        Ok((attempt, row.get(1), row.get(2)))
+    }
+
+    /// The whole wait on one connection: Ok(None) when the deadline passed.
+    fn run(&self, c: &mut Conn) -> PgResult<Option<u64>> {
+        let (first, ticket, channel) = self.attempt(c, 0)?;
+        let Attempt::Held(_) = first else {
+            let Attempt::Taken(token) = first else {
+                unreachable!()
+            };
+            return Ok(Some(token));
+        };
+        let ticket = ticket.unwrap_or(0);
+        let result = if self.expired() || !valid_channel(&channel) {
+            Ok(None)
+        } else {
+            c.simple(&format!("LISTEN \"{channel}\""))
+                .and_then(|()| self.queued(c, ticket))
+        };
+        // Leave the queue (unless the lock was taken, which left it) and stop
+        // listening, so the connection goes back to the pool clean. If that
+        // fails, the connection is dropped instead; a lock already taken is
+        // still reported as taken.
+        let taken = matches!(result, Ok(Some(_)));
+        let cleanup = (|| {
+            if !taken {
+                c.query(&q::WAIT_LEAVE, &[&ticket])?;
+            }
+            c.simple("UNLISTEN *")
+        })();
+        if cleanup.is_err() {
+            c.broken = true;
+        }
+        match (result, cleanup) {
+            (Ok(None), Err(e)) => Err(e),
+            (result, _) => result,
+        }
+    }
+
+    /// Queued with `ticket` and listening: attempt, sleep, repeat.
+    fn queued(&self, c: &mut Conn, ticket: i64) -> PgResult<Option<u64>> {
+        let mut poll = FIRST_POLL;
+        loop {
+            let holder_left = match self.attempt(c, ticket)?.0 {
+                Attempt::Taken(token) => return Ok(Some(token)),
+                Attempt::Held(left) => left,
+            };
+            let mut sleep = poll;
+            if let Some(ms) = holder_left.filter(|&ms| ms > 0) {
+                sleep = sleep.min(Duration::from_millis(ms as u64 + 1));
+            }
+            if let Some(deadline) = self.deadline {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                sleep = sleep.min(deadline - now);
+            }
+            let mut notes = c.client.notifications();
+            let woken = notes.timeout_iter(sleep).next()?.is_some();
+            // Several releases may have queued several notifications.
+            while notes.iter().next()?.is_some() {}
+            if !woken {
+                poll = (poll * 2).min(LONGEST_POLL);
+            }
+        }
+    }
+}
+
+/// The channel name comes from the server ('dss_' || md5(id)); it is
+/// checked before being put in a LISTEN command.
+fn valid_channel(channel: &str) -> bool {
+    channel.len() == 36
+        && channel.starts_with("dss_")
+        && channel[4..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_channel;
+
+    #[test]
+    fn only_md5_channels_are_listened_to() {
+        assert!(valid_channel("dss_0123456789abcdef0123456789abcdef"));
+        assert!(!valid_channel("dss_0123456789abcdef0123456789abcde\""));
+        assert!(!valid_channel("x; DROP TABLE dss.locks"));
+    }
+}

@@ -27,6 +27,16 @@
 #define DSS_MAX_LOCK_OWNER_LEN 256
 
 /**
+ * Longest bucket name or key accepted, in bytes, not counting the NUL.
+ */
+#define DSS_KV_MAX_KEY_LEN 1024
+
+/**
+ * Largest value accepted, in bytes (64 MiB); larger ones get -EFBIG.
+ */
+#define DSS_KV_MAX_VALUE_LEN 67108864
+
+/**
  * Longest lease accepted, in milliseconds (ten years).
  */
 #define DSS_MAX_TTL_MS 315360000000
@@ -164,6 +174,292 @@ const char *dss_last_error(void);
  * @return a static NUL-terminated string; do not free it.
  */
 const char *dss_version(void);
+
+/**
+ * Stores a value under a key of a bucket, replacing any previous value
+ * (and its expiry). Buckets need no creation.
+ *
+ * Consistency (every dss_kv_* call): PostgreSQL's, on a single primary.
+ * Each call is one transaction, atomic and durable when it returns; a read
+ * sees every write committed before it started (read committed); a batch
+ * call is all or nothing. There are no transactions across calls: use
+ * dss_kv_cas() or dss_kv_set_fenced() to make a read-modify-write safe.
+ *
+ * @param[in] handle  initialised handle.
+ * @param[in] bucket  bucket name: non-empty UTF-8, at most
+ *                    DSS_KV_MAX_KEY_LEN bytes.
+ * @param[in] key     key: non-empty UTF-8, at most DSS_KV_MAX_KEY_LEN bytes.
+ * @param[in] value   `len` bytes, any content (NUL bytes included); may be
+ *                    NULL if `len` is 0. Copied; not kept.
+ * @param[in] len     value length, at most DSS_KV_MAX_VALUE_LEN (64 MiB).
+ * @return 0 on success;
+ *         -EFBIG if `len` is above DSS_KV_MAX_VALUE_LEN (nothing sent);
+ *         -EINVAL for a NULL or uninitialised handle, a NULL, empty, too
+ *                 long or non-UTF-8 bucket or key, a NULL value with `len`
+ *                 > 0 (nothing sent);
+ *         -ECOMM if the connection failed or was lost (outcome unknown);
+ *         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+ *         -ENOSPC, -ENOMEM, -EUSERS, -EIO for the server's resource errors;
+ *         -ENOTRECOVERABLE on an internal error.
+ *         dss_last_error() describes any failure.
+ */
+int dss_kv_set(struct dss_handle *handle,
+               const char *bucket,
+               const char *key,
+               const void *value,
+               size_t len);
+
+/**
+ * As dss_kv_set(), with a time to live: the key reads as absent
+ * everywhere (get, exists, list, cas) once `ttl_ms` milliseconds have
+ * passed on the database clock. Expired rows are overwritten by the next
+ * write of the key; see the README for the statement that purges them.
+ *
+ * @param[in] ttl_ms  1 to DSS_MAX_TTL_MS.
+ * @return as dss_kv_set(); -EINVAL also if `ttl_ms` is 0 or too large.
+ */
+int dss_kv_set_ttl(struct dss_handle *handle,
+                   const char *bucket,
+                   const char *key,
+                   const void *value,
+                   size_t len,
+                   uint64_t ttl_ms);
+
+/**
+ * Reads the value of a key.
+ *
+ * @param[in]  handle  initialised handle.
+ * @param[in]  bucket  bucket name (as dss_kv_set()).
+ * @param[in]  key     key (as dss_kv_set()).
+ * @param[out] value   receives a malloc()ed copy of the value (a valid
+ *                     pointer even for an empty value); the caller
+ *                     releases it with free(). Not NULL.
+ * @param[out] len     receives the value's length. Not NULL.
+ * Outputs are written only on success.
+ * @return 0 on success;
+ *         -ENOENT if the key does not exist or has expired;
+ *         -ENOMEM if the copy cannot be allocated;
+ *         -EINVAL (also if `value` or `len` is NULL), -ECOMM, -ETIMEDOUT,
+ *         -ENOSPC, -EUSERS, -EIO, -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_get(struct dss_handle *handle,
+               const char *bucket,
+               const char *key,
+               void **value,
+               size_t *len);
+
+/**
+ * As dss_kv_get(), also giving the value's version, for dss_kv_cas().
+ *
+ * @param[out] version  if not NULL, receives the version: it increases
+ *                      with every write of the key and is never reused
+ *                      for it, even after a delete.
+ * @return as dss_kv_get().
+ */
+int dss_kv_get_version(struct dss_handle *handle,
+                       const char *bucket,
+                       const char *key,
+                       void **value,
+                       size_t *len,
+                       uint64_t *version);
+
+/**
+ * Removes a key.
+ *
+ * @return 0 whether or not the key existed;
+ *         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_delete(struct dss_handle *handle, const char *bucket, const char *key);
+
+/**
+ * Tells whether a key exists (and has not expired).
+ *
+ * @return 1 if it exists, 0 if not;
+ *         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_exists(struct dss_handle *handle, const char *bucket, const char *key);
+
+/**
+ * Lists the keys of a bucket, a page at a time, in byte order.
+ *
+ * Pages are found by key (keyset pagination), not by position: nothing is
+ * held open between calls, a key inserted meanwhile after the cursor shows
+ * up in a later page, and no key is listed twice or skipped because of
+ * concurrent inserts or deletes of other keys.
+ *
+ * @param[in]  handle       initialised handle.
+ * @param[in]  bucket       bucket name (as dss_kv_set()).
+ * @param[in]  prefix       only keys starting with it (byte-wise); NULL or
+ *                          "" for all.
+ * @param[in]  cursor       NULL for the first page, else the `next_cursor`
+ *                          of the previous page.
+ * @param[in]  limit        most keys in this page, 1 to DSS_MAX_BATCH.
+ * @param[out] keys         receives a malloc()ed array of `*n` malloc()ed
+ *                          strings (NULL if `*n` is 0); release with
+ *                          dss_kv_free_keys(). Not NULL.
+ * @param[out] n            receives the number of keys. Not NULL.
+ * @param[out] next_cursor  if not NULL, receives a malloc()ed cursor for
+ *                          the next page (release with free()), or NULL if
+ *                          this was the last page.
+ * Outputs are written only on success.
+ * @return 0 on success;
+ *         -EINVAL for a bad bucket, prefix or cursor (as keys; the prefix
+ *                 and cursor may be empty), `limit` 0 or too large, NULL
+ *                 `keys` or `n`, and as dss_kv_set();
+ *         -ENOMEM if the copies cannot be allocated;
+ *         -ECOMM, -ETIMEDOUT, -ENOSPC, -EUSERS, -EIO, -ENOTRECOVERABLE as
+ *         for dss_kv_set().
+ */
+int dss_kv_list_keys(struct dss_handle *handle,
+                     const char *bucket,
+                     const char *prefix,
+                     const char *cursor,
+                     size_t limit,
+                     char ***keys,
+                     size_t *n,
+                     char **next_cursor);
+
+/**
+ * Frees an array returned by dss_kv_list_keys(). Safe on NULL.
+ *
+ * @param[in] keys  the array, or NULL.
+ * @param[in] n     its length, as returned.
+ */
+void dss_kv_free_keys(char **keys, size_t n);
+
+/**
+ * Adds `delta` to an integer counter, atomically: concurrent increments
+ * from any number of processes are never lost. The counter is stored as a
+ * decimal ASCII integer ("42"), so dss_kv_get() returns readable text; an
+ * absent or expired key counts as 0. A live key keeps its expiry.
+ *
+ * @param[in]  delta   amount to add (may be negative).
+ * @param[out] result  if not NULL, receives the new value.
+ * @return 0 on success;
+ *         -EINVAL if the stored value is not a decimal integer, or the sum
+ *                 overflows 64 bits (nothing changes), and as dss_kv_set();
+ *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_increment(struct dss_handle *handle,
+                     const char *bucket,
+                     const char *key,
+                     int64_t delta,
+                     int64_t *result);
+
+/**
+ * Compare-and-swap: writes the value (without expiry) only if the key is
+ * at `expected_version`, in one statement.
+ *
+ * @param[in]  expected_version  version from dss_kv_get_version(), or 0
+ *                               for "the key must not exist" (absent or
+ *                               expired).
+ * @param[in]  value, len        as dss_kv_set().
+ * @param[out] new_version       if not NULL, receives the version written.
+ * @return 0 if written;
+ *         -EAGAIN if the key is at another version (or exists, for 0, or
+ *                 is absent, for a non-zero version): nothing written;
+ *         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EIO, -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_cas(struct dss_handle *handle,
+               const char *bucket,
+               const char *key,
+               uint64_t expected_version,
+               const void *value,
+               size_t len,
+               uint64_t *new_version);
+
+/**
+ * Reads several keys of a bucket in one transaction and one round trip.
+ *
+ * @param[in]  keys    array of `n` keys (each as for dss_kv_set());
+ *                     duplicates allowed; may be NULL if `n` is 0.
+ * @param[in]  n       number of keys, at most DSS_MAX_BATCH.
+ * @param[out] values  array of `n` pointers: receives for each key a
+ *                     malloc()ed copy of its value (free() each), or NULL
+ *                     if the key is absent or expired. Not NULL if n > 0.
+ * @param[out] lens    array of `n` lengths (0 for absent keys). Not NULL
+ *                     if n > 0.
+ * Outputs are written only on success.
+ * @return 0 on success (absent keys are not an error);
+ *         -ENOMEM if the copies cannot be allocated (nothing written);
+ *         -EINVAL for a bad key (dss_last_error() gives its index), `n`
+ *                 too large, NULL arrays, and as dss_kv_set();
+ *         -ECOMM, -ETIMEDOUT, -ENOSPC, -EUSERS, -EIO, -ENOTRECOVERABLE as
+ *         for dss_kv_set().
+ */
+int dss_kv_get_many(struct dss_handle *handle,
+                    const char *bucket,
+                    const char *const *keys,
+                    size_t n,
+                    void **values,
+                    size_t *lens);
+
+/**
+ * Writes several keys of a bucket (without expiry), all or nothing, in one
+ * transaction and one round trip.
+ *
+ * @param[in] keys    array of `n` distinct keys; may be NULL if `n` is 0.
+ * @param[in] values  array of `n` value pointers (each may be NULL if its
+ *                    length is 0).
+ * @param[in] lens    array of `n` lengths, each at most
+ *                    DSS_KV_MAX_VALUE_LEN.
+ * @param[in] n       number of keys, at most DSS_MAX_BATCH.
+ * @return 0 on success;
+ *         -EINVAL for a duplicate or bad key, NULL arrays with `n` > 0, and
+ *                 as dss_kv_set(); -EFBIG for a too large value (nothing
+ *                 sent);
+ *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_set_many(struct dss_handle *handle,
+                    const char *bucket,
+                    const char *const *keys,
+                    const void *const *values,
+                    const size_t *lens,
+                    size_t n);
+
+/**
+ * Removes several keys of a bucket in one transaction and one round trip;
+ * absent keys are no error.
+ *
+ * @param[in] keys  array of `n` distinct keys; may be NULL if `n` is 0.
+ * @param[in] n     number of keys, at most DSS_MAX_BATCH.
+ * @return 0 on success; -EINVAL (duplicate or bad key, NULL array),
+ *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_delete_many(struct dss_handle *handle,
+                       const char *bucket,
+                       const char *const *keys,
+                       size_t n);
+
+/**
+ * Writes a value (without expiry) only if a lock is held with a given
+ * fencing token, checked in the same transaction as the write: a holder
+ * that lost its lock (released, expired, taken over) cannot overwrite the
+ * data of the next holder. The lock cannot change hands between the check
+ * and the write.
+ *
+ * @param[in] value, len  as dss_kv_set().
+ * @param[in] lock_id     the lock guarding the key (as dss_lock()).
+ * @param[in] token       the token from dss_lock_lease(), dss_lock_wait()
+ *                        or dss_lock_info().
+ * @return 0 if written;
+ *         -ESTALE if the lock is not held with that token (nothing written);
+ *         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EIO, -ENOTRECOVERABLE as for dss_kv_set().
+ */
+int dss_kv_set_fenced(struct dss_handle *handle,
+                      const char *bucket,
+                      const char *key,
+                      const void *value,
+                      size_t len,
+                      const char *lock_id,
+                      uint64_t token);
 
 /**
  * Takes a lock, atomically: of two concurrent callers for the same id,

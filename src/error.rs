@@ -30,6 +30,12 @@ pub enum Kind {
     Stale,
     /// An output buffer is too small: `-ERANGE`.
     Range,
+    /// A key does not exist: `-ENOENT`.
+    NotFound,
+    /// A compare-and-swap found another version: `-EAGAIN`.
+    Again,
+    /// A value is larger than the store accepts: `-EFBIG`.
+    TooBig,
     /// SQLSTATE 53100 (disk full): `-ENOSPC`.
     NoSpace,
     /// SQLSTATE 53200, or a failed allocation: `-ENOMEM`.
@@ -63,6 +69,9 @@ impl Kind {
             Kind::LeaseExpired => libc::ETIME,
             Kind::Stale => libc::ESTALE,
             Kind::Range => libc::ERANGE,
+            Kind::NotFound => libc::ENOENT,
+            Kind::Again => libc::EAGAIN,
+            Kind::TooBig => libc::EFBIG,
             Kind::NoSpace => libc::ENOSPC,
             Kind::OutOfMemory => libc::ENOMEM,
             Kind::TooManyUsers => libc::EUSERS,

@@ -5,7 +5,8 @@
 //! * `ffi`      – the C boundary: argument checks, panic guard, errno.
 //! * `lock`     – what each lock call on one id does.
 //! * `wait`     – dss_lock_wait: queueing and LISTEN/NOTIFY.
-//! * `batch`    – the *_many calls.
+//! * `batch`    – the *_many lock calls.
+//! * `kv`       – the key-value store (dss_kv_*).
 //! * `sql`      – every SQL statement.
 //! * `handle`   – the object behind `dss_handle`, and the fork rules.
 //! * `pool`     – connections, prepared statements, the two pools.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod ffi;
 pub mod handle;
+pub mod kv;
 pub mod lock;
 pub mod pool;
 mod registry;

@@ -5,7 +5,8 @@
 //! unwinds into C.
 //!
 //! * this file: the handle, init/fini, errors, and the argument helpers;
-//! * `lock.rs`: the lock calls.
+//! * `lock.rs`: the lock calls;
+//! * `kv.rs`: the key-value store.
 //!
 //! cbindgen turns these files into `include/dss.h`; the doc comments are
 //! the C documentation.
@@ -27,7 +28,9 @@ use crate::handle::Handle;
 use crate::lock as lock_logic;
 use crate::registry;
 
+mod kv;
 mod lock;
+pub use kv::*;
 pub use lock::*;
 
 /// Longest lock id accepted, in bytes, not counting the terminating NUL.

@@ -1,5 +1,5 @@
 //! Every SQL statement the library runs, in one place: `lock.rs` for the
-//! lock calls. The schema itself (tables, the few PL/pgSQL functions) is in
+//! lock calls, `kv.rs` for the key-value store. The schema itself (tables, the few PL/pgSQL functions) is in
 //! the numbered migrations under `sql/` at the top of the repository.
 //!
 //! Each statement is a [`Query`]: its text and parameter types. A connection
@@ -9,11 +9,12 @@
 
 use postgres::types::Type;
 
+pub mod kv;
 pub mod lock;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Highest applied migration. A missing table is SQLSTATE 42P01.
 pub const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM dss.schema_info";
@@ -23,6 +24,7 @@ pub const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM dss.schema_info
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_locks.sql", include_str!("../../sql/0001_locks.sql")),
     ("0002_leases.sql", include_str!("../../sql/0002_leases.sql")),
+    ("0003_kv.sql", include_str!("../../sql/0003_kv.sql")),
 ];
 
 /// One parameterised statement. Declared as `static` so that each has one

@@ -36,8 +36,9 @@ header: build
 	@git diff --stat -- include/dss.h || true
 
 install: build
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SQLDIR) $(DESTDIR)$(EXAMPLEDIR)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SQLDIR) $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 target/release/libdss.so $(DESTDIR)$(LIBDIR)/libdss.so.$(VERSION)
+	install -m 0755 target/release/dssctl $(DESTDIR)$(PREFIX)/bin/dssctl
 	ln -sf libdss.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdss.so.$(MAJOR)
 	ln -sf libdss.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libdss.so
 	install -m 0644 include/dss.h $(DESTDIR)$(INCLUDEDIR)/dss.h
@@ -45,11 +46,13 @@ install: build
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@SQLDIR@|$(SQLDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' dss.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/dss.pc
-	@# The examples are built against the installed copy, through pkg-config.
+	@# The examples are built against the installed copy, through pkg-config;
+	@# dss_bench also needs libpq (its baseline) and threads.
 	for ex in $(EXAMPLES); do \
+	    case $$ex in dss_bench) extra="$$(pkg-config --cflags --libs libpq) -pthread" ;; *) extra="" ;; esac; \
 	    $(CC) $(CFLAGS) -o $(DESTDIR)$(EXAMPLEDIR)/$$ex examples/$$ex.c \
 	        $$(PKG_CONFIG_PATH=$(DESTDIR)$(LIBDIR)/pkgconfig PKG_CONFIG_SYSROOT_DIR=$(DESTDIR) \
-	           pkg-config --cflags --libs dss) -Wl,-rpath,$(LIBDIR) || exit 1; \
+	           pkg-config --cflags --libs dss) $$extra -Wl,-rpath,$(LIBDIR) || exit 1; \
 	done
 
 deps:

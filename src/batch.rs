@@ -39,23 +39,28 @@ impl Conflict {
     }
 }
 
-/// The ids must be distinct, and not too many.
-fn check(ids: &[&str]) -> Result<()> {
-    if ids.len() > MAX_BATCH {
+/// The items of a batch (`what`: "lock id", "key") must be distinct, and
+/// not too many.
+pub(crate) fn distinct(items: &[&str], what: &str) -> Result<()> {
+    if items.len() > MAX_BATCH {
         return Err(Error::invalid(format!(
-            "{} ids in one batch (at most {MAX_BATCH})",
-            ids.len()
+            "{} items in one batch (at most {MAX_BATCH})",
+            items.len()
         )));
     }
-    let mut seen = HashSet::with_capacity(ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        if !seen.insert(*id) {
+    let mut seen = HashSet::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if !seen.insert(*item) {
             return Err(Error::invalid(format!(
-                "lock id '{id}' appears twice in the batch (index {i})"
+                "{what} '{item}' appears twice in the batch (index {i})"
             )));
         }
     }
     Ok(())
+}
+
+fn check(ids: &[&str]) -> Result<()> {
+    distinct(ids, "lock id")
 }
 
 /// Takes every id for `owner` (lease `ttl_ms`, 0: none), or none of them:

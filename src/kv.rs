@@ -8,8 +8,6 @@
 //! and durable when it returns; reads see every write committed before they
 //! started (read committed); there are no multi-call transactions.
 
-use std::collections::HashSet;
-
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
 use crate::lock::ttl_param;
@@ -179,29 +177,18 @@ fn mismatch(bucket: &str, key: &str, expected: u64) -> Error {
     )
 }
 
-/// Keys must be distinct within a batch, and not too many.
 fn check_keys(keys: &[&str]) -> Result<()> {
+    crate::batch::distinct(keys, "key")
+}
+
+/// The values of `keys` (None where absent), in the same order. A key may
+/// appear more than once.
+pub fn get_many(h: &Handle, bucket: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
     if keys.len() > MAX_BATCH {
         return Err(Error::invalid(format!(
             "{} keys in one batch (at most {MAX_BATCH})",
             keys.len()
         )));
-    }
-    let mut seen = HashSet::with_capacity(keys.len());
-    for (i, key) in keys.iter().enumerate() {
-        if !seen.insert(*key) {
-            return Err(Error::invalid(format!(
-                "key '{key}' appears twice in the batch (index {i})"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The values of `keys` (None where absent), in the same order.
-pub fn get_many(h: &Handle, bucket: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-    if keys.len() > MAX_BATCH {
-        return check_keys(keys).map(|()| Vec::new());
     }
     if keys.is_empty() {
         return Ok(Vec::new());

@@ -235,12 +235,7 @@ fn fenced_writes_need_the_live_token() {
     let t1 = lock::lease(&h, &id, "w1", 60_000).unwrap();
     kv::set_fenced(&h, &b, "k", b"by w1", &id, t1).unwrap();
     // Expired lease: refused.
-    client()
-        .execute(
-            "UPDATE dss.locks SET expires_at = now() - interval '1 ms' WHERE id = $1",
-            &[&id],
-        )
-        .unwrap();
+    expire_lease(&id);
     assert_eq!(
         errno(kv::set_fenced(&h, &b, "k", b"late", &id, t1)),
         -libc::ESTALE

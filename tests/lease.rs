@@ -12,18 +12,6 @@ use std::sync::{Arc, Barrier};
 use common::*;
 use dss::{batch, lock};
 
-/// Makes the lease of `id` expired, as time would.
-fn expire(id: &str) {
-    let n = client()
-        .execute(
-            "UPDATE dss.locks SET expires_at = now() - interval '1 millisecond' \
-             WHERE id = $1 AND expires_at IS NOT NULL",
-            &[&id],
-        )
-        .unwrap();
-    assert_eq!(n, 1, "{id} is a lease");
-}
-
 fn history_events(id: &str) -> Vec<(String, String, i64, Option<String>)> {
     client()
         .query(
@@ -70,7 +58,7 @@ fn lease_expiry_return_codes() {
 
     // Expired, nobody took it: the holder learns it lost it; for everyone
     // else it is absent.
-    expire(&id);
+    expire_lease(&id);
     assert_eq!(errno(lock::refresh(&h, &id, "a")), -libc::ETIME);
     assert_eq!(errno(lock::status(&h, &id)), -libc::ENOLCK);
     assert_eq!(errno(lock::info(&h, &id)), -libc::ENOLCK);
@@ -88,20 +76,20 @@ fn lease_expiry_return_codes() {
     assert_eq!(errno(lock::check(&h, &id, u64::MAX)), -libc::ESTALE);
 
     // Unlocking one's own expired lease: ETIME, and the entry is gone.
-    expire(&id);
+    expire_lease(&id);
     assert_eq!(errno(lock::unlock(&h, &id, Some("b"), "t")), -libc::ETIME);
     assert_eq!(errno(lock::unlock(&h, &id, Some("b"), "t")), -libc::ENOLCK);
 
     // A plain dss_lock takes over an expired lease and never expires.
     lock::lease(&h, &id, "c", 1000).unwrap();
-    expire(&id);
+    expire_lease(&id);
     let t3 = lock::lock(&h, &id, "d", 0).unwrap();
     let info = lock::info(&h, &id).unwrap();
     assert_eq!((info.ttl_ms, info.expires_in_ms, info.token), (0, -1, t3));
     // A forced release of an expired lease reads as absent.
     lock::unlock(&h, &id, None, "t").unwrap();
     lock::lease(&h, &id, "e", 1000).unwrap();
-    expire(&id);
+    expire_lease(&id);
     assert_eq!(errno(lock::unlock(&h, &id, None, "t")), -libc::ENOLCK);
     assert!(
         client()
@@ -136,7 +124,7 @@ fn many_racers_for_an_expired_lease_exactly_one_wins() {
     for round in 0..20 {
         let id = uid("race");
         lock::lease(&h, &id, "old", 1000).unwrap();
-        expire(&id);
+        expire_lease(&id);
         let n = 8;
         let barrier = Arc::new(Barrier::new(n));
         let winners: Vec<_> = (0..n)
@@ -240,7 +228,7 @@ fn lock_many_is_all_or_nothing() {
     // An expired lease in the batch is taken over.
     lock::unlock(&h, refs[3], None, "t").unwrap();
     lock::lease(&h, refs[3], "other", 1000).unwrap();
-    expire(refs[3]);
+    expire_lease(refs[3]);
     assert!(batch::lock_many(&h, &refs, "me", 30_000).unwrap().is_none());
     for id in &refs {
         let info = lock::info(&h, id).unwrap();
@@ -269,7 +257,7 @@ fn lock_many_is_all_or_nothing() {
         -libc::EACCES
     );
     lock::lease(&h, refs[0], "me", 1000).unwrap();
-    expire(refs[0]);
+    expire_lease(refs[0]);
     assert_eq!(
         errno(batch::refresh_many(&h, &[refs[0]], "me")),
         -libc::ETIME
@@ -360,7 +348,7 @@ fn clean_releases_by_owner_prefix() {
         let owner = format!("{tag}:{}", 100 + i);
         if i == 4 {
             lock::lease(&h, id, &owner, 1000).unwrap();
-            expire(id);
+            expire_lease(id);
         } else {
             lock::lock(&h, id, &owner, 0).unwrap();
         }
@@ -408,7 +396,7 @@ fn fencing_function_inside_a_real_transaction() {
     };
     let old = lock::lease(&h, &id, "writer", 60_000).unwrap();
     assert_eq!(write(&mut c, old, "first"), 1);
-    expire(&id);
+    expire_lease(&id);
     assert_eq!(
         write(&mut c, old, "late"),
         0,

@@ -6,6 +6,7 @@ use std::ptr;
 
 use super::{dss_handle, guard, handle_arg, id_arg, malloc_str, str_arg};
 use crate::error::{Error, Kind, Result};
+use crate::handle::Handle;
 use crate::kv;
 
 /// Longest bucket name or key accepted, in bytes, not counting the NUL.
@@ -27,6 +28,25 @@ unsafe fn key_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
         return Err(Error::invalid(format!("{name} is empty")));
     }
     Ok(s)
+}
+
+/// The handle, bucket and key arguments every single-key call takes.
+///
+/// # Safety
+/// As `handle_arg` and `str_arg`.
+unsafe fn target<'a>(
+    handle: *const dss_handle,
+    bucket: *const c_char,
+    key: *const c_char,
+) -> Result<(&'a Handle, &'a str, &'a str)> {
+    // SAFETY: forwarded.
+    unsafe {
+        Ok((
+            handle_arg(handle)?,
+            key_arg(bucket, "bucket")?,
+            key_arg(key, "key")?,
+        ))
+    }
 }
 
 /// A value: `len` bytes at `p` (NULL allowed when `len` is 0).
@@ -141,9 +161,7 @@ pub extern "C" fn dss_kv_set(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_set", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         let value = value_arg(value, len, "value")?;
         kv::set(h, bucket, key, value, 0).map(|_| 0)
     })
@@ -167,9 +185,7 @@ pub extern "C" fn dss_kv_set_ttl(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_set_ttl", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         let value = value_arg(value, len, "value")?;
         if ttl_ms == 0 {
             return Err(Error::invalid("ttl_ms is 0 (use dss_kv_set for no expiry)"));
@@ -192,9 +208,7 @@ unsafe fn get(
 ) -> Result<c_int> {
     // SAFETY: caller's contract.
     unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         if value.is_null() || len.is_null() {
             return Err(Error::invalid("value and len must not be NULL"));
         }
@@ -269,9 +283,7 @@ pub extern "C" fn dss_kv_delete(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_delete", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         kv::delete(h, bucket, key).map(|()| 0)
     })
 }
@@ -289,9 +301,7 @@ pub extern "C" fn dss_kv_exists(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_exists", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         kv::exists(h, bucket, key).map(c_int::from)
     })
 }
@@ -439,9 +449,7 @@ pub extern "C" fn dss_kv_increment(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_increment", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         let v = kv::increment(h, bucket, key, delta)?;
         put(result, v);
         Ok(0)
@@ -473,9 +481,7 @@ pub extern "C" fn dss_kv_cas(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_cas", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         let value = value_arg(value, len, "value")?;
         let v = kv::cas(h, bucket, key, expected_version, value)?;
         put(new_version, v);
@@ -626,9 +632,7 @@ pub extern "C" fn dss_kv_set_fenced(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_set_fenced", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let key = key_arg(key, "key")?;
+        let (h, bucket, key) = target(handle, bucket, key)?;
         let value = value_arg(value, len, "value")?;
         let lock_id = id_arg(lock_id)?;
         kv::set_fenced(h, bucket, key, value, lock_id, token).map(|_| 0)

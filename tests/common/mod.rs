@@ -135,3 +135,16 @@ pub fn errno<T: std::fmt::Debug>(r: dss::error::Result<T>) -> i32 {
         Err(e) => e.errno(),
     }
 }
+
+/// Makes the lease of lock `id` expired, as the passing of time would (tests
+/// never sleep for that).
+pub fn expire_lease(id: &str) {
+    let n = client()
+        .execute(
+            "UPDATE dss.locks SET expires_at = now() - interval '1 millisecond' \
+             WHERE id = $1 AND expires_at IS NOT NULL",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "{id} is a lease");
+}

@@ -86,18 +86,6 @@ fn row<'a>(table: &'a str, id: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row for {id} in\n{table}"))
 }
 
-/// Makes the lease of `id` expired, as time would.
-fn expire(id: &str) {
-    let n = client()
-        .execute(
-            "UPDATE dss.locks SET expires_at = now() - interval '1 millisecond' \
-             WHERE id = $1 AND expires_at IS NOT NULL",
-            &[&id],
-        )
-        .unwrap();
-    assert_eq!(n, 1, "{id} is a lease");
-}
-
 fn epoch_us(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
 }
@@ -119,7 +107,7 @@ fn list_table_json_and_filters() {
     let ta = lock::lock(&h, &a, &format!("{own}:1"), 0).unwrap();
     let tb = lock::lease(&h, &b, "someone-else:2", 60_000).unwrap();
     let tc = lock::lease(&h, &c, &format!("{own}:3"), 60_000).unwrap();
-    expire(&c);
+    expire_lease(&c);
 
     let table = ok(&dssctl(&["list", "--prefix", &p]));
     let mut lines = table.lines();
@@ -246,7 +234,7 @@ fn status_live_and_absent() {
     assert!(err.contains(&missing), "{err}");
     assert_eq!(code(&dssctl(&["status", &missing, "--json"])), 3);
 
-    expire(&id);
+    expire_lease(&id);
     fails(&dssctl(&["status", &id]), 3);
 }
 
@@ -582,4 +570,440 @@ fn usage_errors_exit_2() {
     for sub in ["list", "status", "unlock", "clean", "history", "migrate"] {
         assert!(help.contains(sub), "{help}");
     }
+}
+
+// ---------------------------------------------------------------- dssctl kv
+
+/// dssctl with `args` and `input` on its standard input.
+fn dssctl_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = base()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dssctl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// dssctl with no way to reach a database (no --conninfo, no variable, no
+/// config file): anything but a usage error would exit 1.
+fn dssctl_offline(args: &[&str]) -> Output {
+    base()
+        .env_remove("PHOBOS_DSS_connect_string")
+        .args(args)
+        .output()
+        .expect("run dssctl")
+}
+
+/// The version `kv set` printed.
+fn version(out: &Output) -> u64 {
+    let s = ok(out);
+    assert!(s.ends_with('\n') && s.lines().count() == 1, "{s:?}");
+    s.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a version: {s:?}"))
+}
+
+/// Makes a key expired, as time would.
+fn kv_expire(bucket: &str, key: &str) {
+    let n = client()
+        .execute(
+            "UPDATE dss.kv SET expires_at = now() - interval '1 ms' \
+             WHERE bucket = $1 AND key = $2",
+            &[&bucket, &key],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "{bucket}/{key} exists");
+}
+
+/// The value and version in the store, through the library.
+fn stored(h: &Handle, bucket: &str, key: &str) -> Option<(Vec<u8>, u64)> {
+    match dss::kv::get(h, bucket, key) {
+        Ok(v) => Some(v),
+        Err(e) if e.errno() == -libc::ENOENT => None,
+        Err(e) => panic!("kv get {bucket}/{key}: {e}"),
+    }
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[test]
+fn kv_set_get_text_round_trip_and_versions() {
+    let h = handle();
+    let b = uid("cli-kv-text");
+
+    let v1 = version(&dssctl(&["kv", "set", &b, "greeting", "hello world"]));
+    assert_eq!(
+        stored(&h, &b, "greeting"),
+        Some((b"hello world".to_vec(), v1))
+    );
+    assert_eq!(
+        ok(&dssctl(&["kv", "get", &b, "greeting"])),
+        "hello world\n",
+        "text, a newline added"
+    );
+
+    // A new write: a higher version; text ending in a newline is printed
+    // as it is.
+    let text = "line 1\n\tline 2 café ☕\n";
+    let v2 = version(&dssctl(&["kv", "set", &b, "greeting", text]));
+    assert!(v2 > v1, "{v2} > {v1}");
+    assert_eq!(ok(&dssctl(&["kv", "get", &b, "greeting"])), text);
+    let raw = dssctl(&["kv", "get", &b, "greeting", "--raw"]);
+    assert_eq!(code(&raw), 0);
+    assert_eq!(raw.stdout, text.as_bytes());
+    let v3 = version(&dssctl(&["kv", "set", &b, "greeting", "x"]));
+    assert!(v3 > v2, "{v3} > {v2}");
+    assert_eq!(stored(&h, &b, "greeting").unwrap().1, v3);
+
+    let v = json(&dssctl(&["kv", "get", &b, "greeting", "--json"]));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "bucket": b, "key": "greeting", "size": 1, "version": v3,
+            "value_utf8": "x", "value_base64": "eA==",
+        })
+    );
+
+    // The empty value.
+    let ve = version(&dssctl(&["kv", "set", &b, "empty", ""]));
+    assert_eq!(stored(&h, &b, "empty"), Some((Vec::new(), ve)));
+    assert_eq!(ok(&dssctl(&["kv", "get", &b, "empty"])), "\n");
+    assert_eq!(ok(&dssctl(&["kv", "get", &b, "empty", "--raw"])), "");
+    let v = json(&dssctl(&["kv", "get", &b, "empty", "--json"]));
+    assert_eq!((&v["size"], &v["value_utf8"]), (&0.into(), &"".into()));
+    assert_eq!(v["value_base64"], "");
+
+    // A value that looks like an option goes after `--`.
+    version(&dssctl(&["kv", "set", &b, "neg", "--", "-5"]));
+    assert_eq!(ok(&dssctl(&["kv", "get", &b, "neg"])), "-5\n");
+}
+
+#[test]
+fn kv_binary_values_file_stdin_raw_hex_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = handle();
+    let b = uid("cli-kv-bin");
+    let dir = tempdir("dssctl-kv");
+    let bin: Vec<u8> = vec![0, b'a', 0, 0xff, b'\n', 0x1b];
+    let path = dir.join("bin");
+    std::fs::write(&path, &bin).unwrap();
+
+    let v1 = version(&dssctl(&[
+        "kv",
+        "set",
+        &b,
+        "blob",
+        "--file",
+        path.to_str().unwrap(),
+    ]));
+    assert_eq!(stored(&h, &b, "blob"), Some((bin.clone(), v1)));
+
+    let raw = dssctl(&["kv", "get", &b, "blob", "--raw"]);
+    assert_eq!((code(&raw), stderr(&raw).as_str()), (0, ""));
+    assert_eq!(raw.stdout, bin, "the exact bytes, NULs included");
+
+    // Default: hex, and a note on stderr.
+    let out = dssctl(&["kv", "get", &b, "blob"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(stdout(&out), "006100ff0a1b\n");
+    let note = stderr(&out);
+    assert!(note.contains("hex") && note.contains("--raw"), "{note}");
+
+    let v = json(&dssctl(&["kv", "get", &b, "blob", "--json"]));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "bucket": b, "key": "blob", "size": 6, "version": v1,
+            "value_utf8": null, "value_base64": "AGEA/wob",
+        })
+    );
+
+    // Valid UTF-8 but with a control character: hex by default, the text
+    // in JSON.
+    version(&dssctl(&["kv", "set", &b, "cr", "a\rb"]));
+    let out = dssctl(&["kv", "get", &b, "cr"]);
+    assert_eq!((code(&out), stdout(&out).as_str()), (0, "610d62\n"));
+    let v = json(&dssctl(&["kv", "get", &b, "cr", "--json"]));
+    assert_eq!(
+        (&v["value_utf8"], &v["value_base64"]),
+        (&"a\rb".into(), &"YQ1i".into())
+    );
+
+    // --stdin.
+    let v2 = version(&dssctl_stdin(
+        &["kv", "set", &b, "blob", "--stdin"],
+        b"\0\0in\xfe",
+    ));
+    assert!(v2 > v1);
+    assert_eq!(stored(&h, &b, "blob"), Some((b"\0\0in\xfe".to_vec(), v2)));
+
+    // A VALUE argument that is not UTF-8 is stored byte for byte.
+    let out = base()
+        .args(["kv", "set", &b, "latin1"])
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+        .output()
+        .unwrap();
+    let vl = version(&out);
+    assert_eq!(stored(&h, &b, "latin1"), Some((b"caf\xe9".to_vec(), vl)));
+    assert_eq!(stdout(&dssctl(&["kv", "get", &b, "latin1"])), "636166e9\n");
+
+    // The largest value round trips; one byte more is refused with exit 2
+    // before connecting, and nothing is written.
+    let big: Vec<u8> = (0..dss::kv::MAX_VALUE_LEN)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let big_path = dir.join("big");
+    std::fs::write(&big_path, &big).unwrap();
+    let big_arg = big_path.to_str().unwrap();
+    version(&dssctl(&["kv", "set", &b, "big", "--file", big_arg]));
+    let raw = dssctl(&["kv", "get", &b, "big", "--raw"]);
+    assert_eq!(code(&raw), 0);
+    assert!(raw.stdout == big, "64 MiB value differs");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&big_path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"!").unwrap();
+    drop(f);
+    let err = fails(&dssctl(&["kv", "set", &b, "blob", "--file", big_arg]), 2);
+    assert!(
+        err.contains("64 MiB") && err.contains("nothing written"),
+        "{err}"
+    );
+    assert_eq!(stored(&h, &b, "blob").unwrap().1, v2, "unchanged");
+    fails(
+        &dssctl_offline(&["kv", "set", &b, "blob", "--file", big_arg]),
+        2,
+    );
+    let mut too_big = big;
+    too_big.push(0);
+    fails(
+        &dssctl_stdin(&["kv", "set", &b, "blob", "--stdin"], &too_big),
+        2,
+    );
+    assert_eq!(stored(&h, &b, "blob").unwrap().1, v2, "unchanged");
+    dss::kv::delete(&h, &b, "big").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kv_ttl_then_expiry() {
+    let h = handle();
+    let b = uid("cli-kv-ttl");
+    let v1 = version(&dssctl(&[
+        "kv",
+        "set",
+        &b,
+        "t",
+        "soon gone",
+        "--ttl-ms",
+        "60000",
+    ]));
+    let in_window: bool = client()
+        .query_one(
+            "SELECT expires_at > now() + interval '50 s' \
+                AND expires_at <= now() + interval '60 s' \
+               FROM dss.kv WHERE bucket = $1 AND key = $2",
+            &[&b, &"t"],
+        )
+        .unwrap()
+        .get(0);
+    assert!(in_window, "expires about 60 s after the write");
+    assert_eq!(ok(&dssctl(&["kv", "get", &b, "t"])), "soon gone\n");
+    assert_eq!(lines(&ok(&dssctl(&["kv", "list", &b]))), ["t"]);
+
+    kv_expire(&b, "t");
+    let err = fails(&dssctl(&["kv", "get", &b, "t"]), 3);
+    assert!(err.contains("'t'") && err.contains(&b), "{err}");
+    fails(&dssctl(&["kv", "get", &b, "t", "--json"]), 3);
+    fails(&dssctl(&["kv", "get", &b, "t", "--raw"]), 3);
+    assert_eq!(
+        ok(&dssctl(&["kv", "list", &b])),
+        "",
+        "expired keys are not listed"
+    );
+
+    // Written again without --ttl-ms: never expires, a newer version.
+    let v2 = version(&dssctl(&["kv", "set", &b, "t", "back"]));
+    assert!(v2 > v1);
+    let never: bool = client()
+        .query_one(
+            "SELECT expires_at IS NULL FROM dss.kv WHERE bucket = $1 AND key = $2",
+            &[&b, &"t"],
+        )
+        .unwrap()
+        .get(0);
+    assert!(never);
+
+    let max = dss::lock::MAX_TTL_MS.to_string();
+    let over = (dss::lock::MAX_TTL_MS + 1).to_string();
+    version(&dssctl(&["kv", "set", &b, "long", "v", "--ttl-ms", &max]));
+    for bad in [over.as_str(), "-1", "soon", ""] {
+        fails(&dssctl(&["kv", "set", &b, "t", "x", "--ttl-ms", bad]), 2);
+    }
+    assert_eq!(stored(&h, &b, "t"), Some((b"back".to_vec(), v2)));
+}
+
+#[test]
+fn kv_del_absent_is_fine() {
+    let h = handle();
+    let b = uid("cli-kv-del");
+    version(&dssctl(&["kv", "set", &b, "k", "v"]));
+    version(&dssctl(&["kv", "set", &b, "keep", "v"]));
+    assert_eq!(ok(&dssctl(&["kv", "del", &b, "k"])), "", "prints nothing");
+    assert_eq!(stored(&h, &b, "k"), None);
+    fails(&dssctl(&["kv", "get", &b, "k"]), 3);
+    assert!(stored(&h, &b, "keep").is_some(), "only that key");
+    assert_eq!(ok(&dssctl(&["kv", "del", &b, "k"])), "");
+    assert_eq!(ok(&dssctl(&["kv", "del", &b, "never-written"])), "");
+    assert_eq!(
+        ok(&dssctl(&["kv", "del", &uid("cli-kv-nobucket"), "k"])),
+        ""
+    );
+}
+
+#[test]
+fn kv_list_prefix_paging_and_json() {
+    let h = handle();
+    let b = uid("cli-kv-list");
+    let keys = ["p/1", "p/2", "p/3", "p/4", "p/5"];
+    // Written out of order: the listing is in key order.
+    for k in ["p/4", "q", "p/1", "p/5", "p0", "p/3", "p/2", "p/gone"] {
+        dss::kv::set(&h, &b, k, b"v", 0).unwrap();
+    }
+    kv_expire(&b, "p/gone");
+
+    for extra in [
+        &["--limit", "2"][..],
+        &["--limit", "1"],
+        &[],
+        &["--all"],
+        &["--limit", "2", "--all"],
+    ] {
+        let args = [&["kv", "list", &b, "--prefix", "p/"][..], extra].concat();
+        assert_eq!(lines(&ok(&dssctl(&args))), keys, "{extra:?}");
+        let args = [&args[..], &["--json"]].concat();
+        assert_eq!(json(&dssctl(&args)), serde_json::json!(keys), "{extra:?}");
+    }
+    let all = ok(&dssctl(&["kv", "list", &b, "--limit", "3"]));
+    assert_eq!(lines(&all), ["p/1", "p/2", "p/3", "p/4", "p/5", "p0", "q"]);
+    // A prefix is a prefix, not a pattern.
+    assert_eq!(ok(&dssctl(&["kv", "list", &b, "--prefix", "p%"])), "");
+    assert_eq!(
+        json(&dssctl(&["kv", "list", &uid("cli-kv-empty"), "--json"])),
+        serde_json::json!([])
+    );
+
+    // Control characters are escaped in the text, exact in JSON.
+    let b2 = uid("cli-kv-list-esc");
+    dss::kv::set(&h, &b2, "a\tb\nc", b"v", 0).unwrap();
+    dss::kv::set(&h, &b2, "plain", b"v", 0).unwrap();
+    assert_eq!(ok(&dssctl(&["kv", "list", &b2])), "a\\tb\\nc\nplain\n");
+    assert_eq!(
+        json(&dssctl(&["kv", "list", &b2, "--json"])),
+        serde_json::json!(["a\tb\nc", "plain"])
+    );
+
+    for bad in ["0", "100001", "-1", "many"] {
+        fails(&dssctl(&["kv", "list", &b, "--limit", bad]), 2);
+    }
+}
+
+#[test]
+fn kv_usage_errors_exit_2_before_connecting() {
+    let long = "k".repeat(1025);
+    let wide = "é".repeat(513); // 513 characters, 1026 bytes
+    for args in [
+        &["kv"][..],
+        &["kv", "frobnicate"],
+        &["kv", "get", "b"],
+        &["kv", "get", "", "k"],
+        &["kv", "get", "b", ""],
+        &["kv", "get", "b", &long],
+        &["kv", "get", &long, "k"],
+        &["kv", "set", "b", &wide, "v"],
+        &["kv", "del", "", "k"],
+        &["kv", "list", ""],
+        &["kv", "list", &long],
+        &["kv", "get", "b", "k", "--raw", "--json"],
+        &["kv", "set", "b", "k"],
+        &["kv", "set", "b", "k", "v", "--stdin"],
+        &["kv", "set", "b", "k", "v", "--file", "/etc/hostname"],
+        &["kv", "set", "b", "k", "--file", "/etc/hostname", "--stdin"],
+        &["kv", "set", "b", "k", "v", "extra"],
+        &["kv", "set", "b", "k", "--file", "/nonexistent/value"],
+        &["kv", "set", "b", "k", "--file", "/"],
+    ] {
+        let err = fails(&dssctl_offline(args), 2);
+        assert!(!err.contains("no connection string"), "{args:?}: {err}");
+    }
+    let err = fails(&dssctl_offline(&["kv", "get", "", "k"]), 2);
+    assert!(err.contains("BUCKET must not be empty"), "{err}");
+    let err = fails(&dssctl_offline(&["kv", "get", "b", &wide]), 2);
+    assert!(
+        err.contains("KEY is 1026 bytes long: at most 1024"),
+        "{err}"
+    );
+    assert!(!err.contains(&wide), "the value is not echoed");
+    let err = fails(
+        &dssctl_offline(&["kv", "set", "b", "k", "--file", "/nonexistent/value"]),
+        2,
+    );
+    assert!(err.contains("cannot read '/nonexistent/value'"), "{err}");
+
+    // The limits are in bytes and inclusive.
+    let h = handle();
+    let b = "b".repeat(1024);
+    let k = "é".repeat(512);
+    let v = version(&dssctl(&["kv", "set", &b, &k, "edge"]));
+    assert_eq!(stored(&h, &b, &k), Some((b"edge".to_vec(), v)));
+    assert_eq!(lines(&ok(&dssctl(&["kv", "list", &b]))), [k.as_str()]);
+    assert_eq!(ok(&dssctl(&["kv", "del", &b, &k])), "");
+
+    // Help documents the group and the JSON shape.
+    let help = ok(&dssctl(&["--help"]));
+    assert!(help.contains("kv"), "{help}");
+    let help = ok(&dssctl(&["kv", "--help"]));
+    for sub in ["get", "set", "del", "list"] {
+        assert!(help.contains(sub), "{help}");
+    }
+    let help = ok(&dssctl(&["kv", "get", "--help"]));
+    for field in [
+        "\"bucket\"",
+        "\"key\"",
+        "\"size\"",
+        "\"value_base64\"",
+        "\"value_utf8\"",
+        "\"version\"",
+    ] {
+        assert!(help.contains(field), "{field} in\n{help}");
+    }
+    assert!(ok(&dssctl(&["kv", "list", "--help"])).contains("page size"));
+}
+
+#[test]
+fn kv_database_errors_exit_1() {
+    let dir = tempdir("dssctl-kv-nosrv");
+    let nowhere = format!("host={} port=5432 dbname=dss", dir.display());
+    for args in [
+        &["kv", "get", "b", "k"][..],
+        &["kv", "set", "b", "k", "v"],
+        &["kv", "del", "b", "k"],
+        &["kv", "list", "b"],
+    ] {
+        let err = fails(&dssctl_on(&nowhere, args), 1);
+        assert!(
+            err.starts_with("dssctl: ") && err.contains("connect"),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::remove_dir(&dir).unwrap();
 }

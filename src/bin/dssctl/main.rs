@@ -1,12 +1,14 @@
-//! dssctl: the operator's view of the libdss locks.
+//! dssctl: the operator's view of the libdss locks and key-value store.
 //!
 //! Connects the way the library does (`PHOBOS_DSS_connect_string`, else
 //! `[dss] connect_string` in `$PHOBOS_CFG_FILE` or `/etc/phobos.conf`),
 //! unless `--conninfo` is given. Data goes to stdout, errors to stderr.
 //!
-//! Exit codes: 0 ok, 1 database or connection error, 2 usage error, 3 no
-//! such lock.
+//! Exit codes: 0 ok, 1 database or connection error, 2 usage error
+//! (checked before connecting: bad arguments, an unreadable `kv set
+//! --file`, a value over 64 MiB), 3 no such lock or key.
 
+mod kv;
 mod output;
 
 use std::io::Write;
@@ -21,17 +23,19 @@ use dss::handle::Handle;
 use dss::lock;
 
 const EXIT_DB: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
 
 #[derive(Parser)]
 #[command(
     name = "dssctl",
     version,
-    about = "Inspect and manage libdss locks in PostgreSQL",
+    about = "Inspect and manage libdss locks and key-value store in PostgreSQL",
     after_help = "Connection: --conninfo, else PHOBOS_DSS_connect_string, else \
                   [dss] connect_string in $PHOBOS_CFG_FILE (default /etc/phobos.conf).\n\
-                  Exit codes: 0 ok, 1 database or connection error, 2 usage error, \
-                  3 no such lock."
+                  Exit codes: 0 ok, 1 database or connection error, 2 usage error \
+                  (before connecting; also an unreadable --file or a value over 64 MiB), \
+                  3 no such lock or key."
 )]
 struct Cli {
     /// libpq-style connection string or postgresql:// URI (overrides the
@@ -120,14 +124,28 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Read and write the key-value store (get, set, del, list)
+    #[command(
+        subcommand_required = true,
+        after_help = "Buckets and keys: non-empty UTF-8, at most 1024 bytes. \
+                      Values: any bytes, at most 64 MiB.\n\
+                      Exit codes: 0 ok, 1 database or connection error, 2 usage error \
+                      (before connecting), 3 no such key (kv get)."
+    )]
+    Kv {
+        #[command(subcommand)]
+        op: kv::KvCommand,
+    },
 }
 
 /// Why a command failed, and so the exit code.
 enum Failure {
     /// Exit 1: the library's error.
     Db(Error),
-    /// Exit 3: no such lock.
+    /// Exit 3: no such lock or key.
     NotFound(String),
+    /// Exit 2: a usage error found after parsing, before connecting.
+    Usage(String),
 }
 
 impl From<Error> for Failure {
@@ -143,6 +161,10 @@ fn main() -> ExitCode {
     check_usage(&cli);
     match run(cli) {
         Ok(out) => write_stdout(&out),
+        Err(Failure::Usage(msg)) => {
+            eprintln!("dssctl: {msg}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(Failure::NotFound(msg)) => {
             eprintln!("dssctl: {msg}");
             ExitCode::from(EXIT_NOT_FOUND)
@@ -189,23 +211,46 @@ fn check_usage(cli: &Cli) {
     }
 }
 
-fn run(cli: Cli) -> Outcome {
+/// What to do once connected.
+enum Job {
+    Migrate { dry_run: bool },
+    Kv(kv::Request),
+    Lock(Command),
+}
+
+/// Runs the command; returns what goes to stdout.
+fn run(cli: Cli) -> Result<Vec<u8>, Failure> {
+    // Everything that can be checked without the database, first.
+    let job = match cli.command {
+        Command::Migrate { dry_run } => Job::Migrate { dry_run },
+        Command::Kv { op } => Job::Kv(kv::prepare(op).map_err(Failure::Usage)?),
+        other => Job::Lock(other),
+    };
     let conninfo = match cli.conninfo {
         Some(c) => c,
         None => config::connect_string_from_environment()?,
     };
     let settings = settings(&conninfo)?;
-    if let Command::Migrate { dry_run } = cli.command {
-        return migrate(settings, dry_run);
+    if let Job::Migrate { dry_run } = job {
+        return migrate(settings, dry_run).map(String::into_bytes);
     }
     let h = Handle::open(settings)?;
-    match cli.command {
+    match job {
+        Job::Kv(req) => kv::run(&h, req),
+        Job::Lock(command) => lock_command(&h, command).map(String::into_bytes),
+        Job::Migrate { .. } => unreachable!("handled above"),
+    }
+}
+
+/// The lock subcommands (everything but migrate and kv).
+fn lock_command(h: &Handle, command: Command) -> Outcome {
+    match command {
         Command::List {
             prefix,
             owner_prefix,
             json,
         } => {
-            let locks = lock::list(&h, &prefix, &owner_prefix)?;
+            let locks = lock::list(h, &prefix, &owner_prefix)?;
             Ok(if json {
                 output::json_text(&output::locks_json(&locks))
             } else {
@@ -213,7 +258,7 @@ fn run(cli: Cli) -> Outcome {
             })
         }
         Command::Status { id, json } => {
-            let info = lock::info(&h, &id).map_err(|e| not_found(e, &id))?;
+            let info = lock::info(h, &id).map_err(|e| not_found(e, &id))?;
             Ok(if json {
                 output::json_text(&output::lock_json(&id, &info, false))
             } else {
@@ -221,7 +266,7 @@ fn run(cli: Cli) -> Outcome {
             })
         }
         Command::Unlock { id, .. } => {
-            lock::unlock(&h, &id, None, &actor()).map_err(|e| not_found(e, &id))?;
+            lock::unlock(h, &id, None, &actor()).map_err(|e| not_found(e, &id))?;
             Ok(format!("released '{}'\n", output::text(&id)))
         }
         Command::Clean {
@@ -229,16 +274,16 @@ fn run(cli: Cli) -> Outcome {
             dry_run,
             json,
             ..
-        } => clean(&h, owner_prefix.as_deref(), dry_run, json),
+        } => clean(h, owner_prefix.as_deref(), dry_run, json),
         Command::History { id, limit, json } => {
-            let events = lock::history(&h, &id, limit)?;
+            let events = lock::history(h, &id, limit)?;
             Ok(if json {
                 output::json_text(&output::history_json(&events))
             } else {
                 output::history_table(&events)
             })
         }
-        Command::Migrate { .. } => unreachable!("handled above"),
+        Command::Migrate { .. } | Command::Kv { .. } => unreachable!("handled by run"),
     }
 }
 
@@ -411,12 +456,9 @@ fn file_version(name: &str) -> Option<i32> {
 
 /// Writes the command's output; a closed pipe (`dssctl list | head`) is
 /// not an error.
-fn write_stdout(out: &str) -> ExitCode {
+fn write_stdout(out: &[u8]) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(out).and_then(|()| stdout.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {

@@ -316,9 +316,15 @@ fn ten_thousand_ids_in_one_call() {
     let t = std::time::Instant::now();
     assert!(batch::lock_many(&h, &refs, "bulk", 0).unwrap().is_none());
     let took = t.elapsed();
+    let t = std::time::Instant::now();
     batch::refresh_many(&h, &refs, "bulk").unwrap();
+    let refresh_took = t.elapsed();
+    let t = std::time::Instant::now();
     batch::unlock_many(&h, &refs, "bulk").unwrap();
-    eprintln!("lock_many of 10 000 ids: {took:?}");
+    eprintln!(
+        "10 000 ids: lock_many {took:?}, refresh_many {refresh_took:?}, unlock_many {:?}",
+        t.elapsed()
+    );
     let left: i64 = client()
         .query_one("SELECT count(*) FROM dss.locks WHERE id = ANY($1)", &[&ids])
         .unwrap()

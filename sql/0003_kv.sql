@@ -33,6 +33,36 @@ CREATE TABLE IF NOT EXISTS dss.kv (
 ALTER SEQUENCE dss.kv_version_seq OWNED BY dss.kv.version;
 CREATE INDEX IF NOT EXISTS kv_expiry ON dss.kv (expires_at) WHERE expires_at IS NOT NULL;
 
+-- The integer in a counter value (dss_kv_increment): only an optional '-'
+-- and decimal digits; anything else fails with SQLSTATE 22P02 (-EINVAL).
+CREATE OR REPLACE FUNCTION dss.kv_integer(p_value bytea)
+RETURNS bigint
+LANGUAGE sql STABLE STRICT AS $fn$
+    SELECT (CASE WHEN convert_from(p_value, 'UTF8') ~ '^-?[0-9]{1,19}$'
+                 THEN convert_from(p_value, 'UTF8')
+                 ELSE 'not a decimal integer' END)::bigint
+$fn$;
+
+-- dss_kv_delete_many(): one primary-key lookup per key, in key order, so
+-- that concurrent batches lock rows in the same order. Returns how many
+-- rows were removed.
+CREATE OR REPLACE FUNCTION dss.kv_delete_many(p_bucket text, p_keys text[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    k text;
+    n bigint := 0;
+BEGIN
+    FOR k IN SELECT DISTINCT u.key FROM unnest(p_keys) AS u(key) ORDER BY u.key LOOP
+        DELETE FROM dss.kv WHERE bucket = p_bucket AND key = k;
+        IF FOUND THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$fn$;
+
 INSERT INTO dss.schema_info (version, description)
 VALUES (3, 'key-value store')
 ON CONFLICT (version) DO NOTHING;

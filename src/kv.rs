@@ -74,10 +74,12 @@ pub fn delete(h: &Handle, bucket: &str, key: &str) -> Result<()> {
     })
 }
 
-/// The smallest string greater than every string starting with `prefix`
-/// (byte order, which is code point order in UTF-8), or None if there is
-/// none (a prefix of U+10FFFF only).
-fn prefix_end(prefix: &str) -> Option<String> {
+/// A string greater than every key (at most MAX_KEY_LEN bytes) starting
+/// with `prefix`, and than no other key: the prefix with its last character
+/// replaced by the next one (byte order is code point order in UTF-8); for a
+/// prefix made only of U+10FFFF, which has no next character, more U+10FFFF
+/// than a key can hold.
+fn prefix_end(prefix: &str) -> String {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let mut next = last as u32 + 1;
@@ -86,10 +88,10 @@ fn prefix_end(prefix: &str) -> Option<String> {
         }
         if let Some(c) = char::from_u32(next) {
             chars.push(c);
-            return Some(chars.into_iter().collect());
+            return chars.into_iter().collect();
         }
     }
-    None
+    "\u{10FFFF}".repeat(MAX_KEY_LEN / 4 + 1)
 }
 
 /// One page of live keys of `bucket` starting with `prefix` ("" for all),
@@ -111,25 +113,15 @@ pub fn list(
     }
     let after = cursor.unwrap_or("");
     let fetch = limit as i64 + 1;
-    let end = if prefix.is_empty() {
-        None
-    } else {
-        prefix_end(prefix)
-    };
-    let rows = h.run("kv_list_keys", |c| match &end {
-        Some(end) => c.query(&q::LIST_PREFIX, &[&bucket, &after, &fetch, &prefix, end]),
-        // No prefix, or one no key can exceed: only the lower bound.
-        None => {
-            let from = if after < prefix { prefix } else { after };
-            let rows = c.query(&q::LIST, &[&bucket, &from, &fetch])?;
-            Ok(rows)
+    let rows = h.run("kv_list_keys", |c| {
+        if prefix.is_empty() {
+            c.query(&q::LIST, &[&bucket, &after, &fetch])
+        } else {
+            let end = prefix_end(prefix);
+            c.query(&q::LIST_PREFIX, &[&bucket, &after, &fetch, &prefix, &end])
         }
     })?;
-    let mut keys: Vec<String> = rows
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .filter(|k| k.starts_with(prefix) && k.as_str() > after)
-        .collect();
+    let mut keys: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     let next = if keys.len() > limit {
         keys.truncate(limit);
         keys.last().cloned()
@@ -263,13 +255,17 @@ mod tests {
 
     #[test]
     fn prefix_end_is_the_next_string_in_byte_order() {
-        assert_eq!(prefix_end("abc").as_deref(), Some("abd"));
-        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
-        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end("abc"), "abd");
+        assert_eq!(prefix_end("a\u{D7FF}"), "a\u{E000}");
+        assert_eq!(prefix_end("a\u{10FFFF}"), "b");
         let p = "é";
-        let end = prefix_end(p).unwrap();
+        let end = prefix_end(p);
         assert!("é\u{10FFFF}zzz".as_bytes() < end.as_bytes());
         assert!(p.as_bytes() < end.as_bytes());
+        // Only U+10FFFF: beyond any key of at most 1024 bytes.
+        let end = prefix_end("\u{10FFFF}");
+        let longest = "\u{10FFFF}".repeat(256);
+        assert!(longest.as_bytes() < end.as_bytes());
+        assert!("\u{10FFFF}".as_bytes() < end.as_bytes());
     }
 }

@@ -8,7 +8,8 @@
 //!   the ON CONFLICT path the previous version is read after the row lock,
 //!   so versions of a key increase in commit order.
 //! * Every statement reaches rows through the primary key (bucket, key):
-//!   no call scans the table (`tests/kv.rs` checks the plans).
+//!   no call scans the table (`tests/kv.rs` checks the plans, with the
+//!   statistics of a table where the bucket looks tiny).
 
 use postgres::types::Type;
 
@@ -118,9 +119,9 @@ pub static LIST_PREFIX: Query = Query {
 };
 
 /// `dss_kv_increment`: $3 delta. The value is a decimal ASCII integer (an
-/// absent or expired key counts as 0); a value that is not one fails with
-/// SQLSTATE 22P02/22021, an overflow with 22003 (both -EINVAL). A live
-/// key keeps its expiry. Returns the new integer.
+/// absent or expired key counts as 0); a value that is not one fails in
+/// `dss.kv_integer` with SQLSTATE 22P02, an overflow with 22003 (both
+/// -EINVAL). A live key keeps its expiry. Returns the new integer.
 pub static INCREMENT: Query = Query {
     text: concat!(
         "INSERT INTO dss.kv AS kv (bucket, key, value, version) \
@@ -128,7 +129,7 @@ pub static INCREMENT: Query = Query {
          ON CONFLICT (bucket, key) DO UPDATE \
             SET value = convert_to((CASE WHEN ",
         live!(),
-        " THEN convert_from(kv.value, 'UTF8')::int8 ELSE 0 END + $3)::text, 'UTF8'), \
+        " THEN dss.kv_integer(kv.value) ELSE 0 END + $3)::text, 'UTF8'), \
                 version = greatest(excluded.version, kv.version + 1), \
                 expires_at = CASE WHEN ",
         live!(),
@@ -170,13 +171,15 @@ pub static CAS: Query = Query {
 };
 
 /// `dss_kv_get_many`: $2 keys. One row per key, in the caller's order:
-/// (value or NULL).
+/// (value or NULL). A scalar subquery per key: one primary-key lookup each,
+/// whatever the planner believes about the bucket's size (a join let it
+/// pick a nested loop over the whole bucket per key).
 pub static GET_MANY: Query = Query {
     text: concat!(
-        "SELECT kv.value FROM unnest($2::text[]) WITH ORDINALITY AS r(key, ord) \
-         LEFT JOIN dss.kv AS kv ON kv.bucket = $1 AND kv.key = r.key AND ",
+        "SELECT (SELECT kv.value FROM dss.kv AS kv \
+                  WHERE kv.bucket = $1 AND kv.key = r.key AND ",
         live!(),
-        " ORDER BY r.ord"
+        ") FROM unnest($2::text[]) WITH ORDINALITY AS r(key, ord) ORDER BY r.ord"
     ),
     params: &[TEXT, TEXT_ARRAY],
 };
@@ -199,13 +202,11 @@ pub static SET_MANY: Query = Query {
     params: &[TEXT, TEXT_ARRAY, BYTEA_ARRAY],
 };
 
-/// `dss_kv_delete_many`: $2 keys. Rows are locked in key order first.
+/// `dss_kv_delete_many`: $2 keys. `dss.kv_delete_many` deletes them one
+/// primary-key lookup at a time, in key order (so concurrent batches cannot
+/// deadlock); see `sql/0003_kv.sql`.
 pub static DELETE_MANY: Query = Query {
-    text: "WITH doomed AS ( \
-               SELECT key FROM dss.kv WHERE bucket = $1 AND key = ANY ($2) \
-                ORDER BY key FOR UPDATE) \
-           DELETE FROM dss.kv AS kv USING doomed \
-            WHERE kv.bucket = $1 AND kv.key = doomed.key",
+    text: "SELECT dss.kv_delete_many($1, $2)",
     params: &[TEXT, TEXT_ARRAY],
 };
 

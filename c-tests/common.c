@@ -31,6 +31,12 @@ const char *ct_errname(int rc)
     case ETIMEDOUT: return "ETIMEDOUT";
     case ENOSPC: return "ENOSPC";
     case EIO: return "EIO";
+    case ETIME: return "ETIME";
+    case ESTALE: return "ESTALE";
+    case ERANGE: return "ERANGE";
+    case ENOENT: return "ENOENT";
+    case EAGAIN: return "EAGAIN";
+    case EFBIG: return "EFBIG";
     default: return "?";
     }
 }
@@ -253,4 +259,86 @@ void ct_assert_absent(struct dss_handle *h, const char *id)
 int ct_contains(const char *s, const char *needle)
 {
     return s != NULL && strstr(s, needle) != NULL;
+}
+
+/* ---- helpers for leases, waiting and batches ---- */
+
+int ct_psql_ll(const char *conninfo, const char *sql, long long *value)
+{
+    char out[128];
+    if (ct_psql(conninfo, sql, out, sizeof out) != 0)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(out, &end, 10);
+    if (errno != 0 || end == out || *end != '\0') {
+        fprintf(stderr, "ct_psql_ll: not an integer: '%s' (from: %s)\n", out, sql);
+        return -1;
+    }
+    *value = v;
+    return 0;
+}
+
+void ct_sql_literal(char *buf, size_t size, const char *s)
+{
+    size_t used = 0;
+    if (size < 3)
+        abort();
+    buf[used++] = '\'';
+    for (; *s != '\0'; s++) {
+        size_t need = *s == '\'' ? 2 : 1;
+        if (used + need + 2 > size) {
+            fprintf(stderr, "ct_sql_literal: buffer too small\n");
+            abort();
+        }
+        buf[used++] = *s;
+        if (*s == '\'')
+            buf[used++] = '\'';
+    }
+    buf[used++] = '\'';
+    buf[used] = '\0';
+}
+
+int ct_expire(const char *id)
+{
+    char lit[2 * DSS_MAX_LOCK_ID_LEN + 8], sql[2 * DSS_MAX_LOCK_ID_LEN + 256];
+    ct_sql_literal(lit, sizeof lit, id);
+    snprintf(sql, sizeof sql,
+             "WITH u AS (UPDATE dss.locks SET expires_at = now() - interval '1 millisecond' "
+             "WHERE id = %s RETURNING 1) SELECT count(*) FROM u",
+             lit);
+    long long n;
+    if (ct_psql_ll(ct_conninfo(), sql, &n) != 0)
+        return -1;
+    return (int)n;
+}
+
+int ct_poll_at_least(const char *conninfo, const char *sql, long long min, double timeout_s,
+                     long long *last)
+{
+    double deadline = ct_now_ms() + timeout_s * 1e3;
+    for (;;) {
+        long long v;
+        if (ct_psql_ll(conninfo, sql, &v) != 0)
+            return -1;
+        if (last != NULL)
+            *last = v;
+        if (v >= min)
+            return 0;
+        if (ct_now_ms() > deadline)
+            return -1;
+        struct timespec nap = {0, 2 * 1000 * 1000}; /* polling a state, with a deadline */
+        nanosleep(&nap, NULL);
+    }
+}
+
+long long ct_waiters(const char *id)
+{
+    char lit[2 * DSS_MAX_LOCK_ID_LEN + 8], sql[2 * DSS_MAX_LOCK_ID_LEN + 128];
+    ct_sql_literal(lit, sizeof lit, id);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM dss.lock_waiters WHERE id = %s", lit);
+    long long n;
+    if (ct_psql_ll(ct_conninfo(), sql, &n) != 0)
+        return -1;
+    return n;
 }

@@ -111,4 +111,30 @@ void ct_assert_absent(struct dss_handle *h, const char *id);
 /* Does s contain needle? */
 int ct_contains(const char *s, const char *needle);
 
+/* ---- helpers for leases, waiting and batches (test_lease, test_wait,
+ * test_batch) ---- */
+
+/* Runs an SQL query returning one integer through ct_psql on conninfo;
+ * stores it in *value. Returns 0, or -1 (psql failed or no integer). */
+int ct_psql_ll(const char *conninfo, const char *sql, long long *value);
+
+/* Writes s into buf as an SQL string literal ('...' with quotes doubled).
+ * Aborts if buf is too small. */
+void ct_sql_literal(char *buf, size_t size, const char *s);
+
+/* Makes the lease of lock `id` expire now, as time would:
+ *   UPDATE dss.locks SET expires_at = now() - interval '1 millisecond'
+ * Returns the number of rows updated (1 if the lock exists), -1 on error. */
+int ct_expire(const char *id);
+
+/* Polls (psql, every few ms) until the integer query `sql` gives a value
+ * >= min, for at most timeout_s seconds. Returns 0 when reached, -1 on
+ * timeout or error; the last value seen goes to *last if not NULL. */
+int ct_poll_at_least(const char *conninfo, const char *sql, long long min, double timeout_s,
+                     long long *last);
+
+/* Number of dss_lock_wait() callers queued on `id` (rows of
+ * dss.lock_waiters), -1 on error. */
+long long ct_waiters(const char *id);
+
 #endif

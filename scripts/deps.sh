@@ -11,6 +11,7 @@ have pkg-config || need="$need pkg-config"
 have psql || need="$need postgresql-client"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 [ -f /usr/include/cmocka.h ] || need="$need libcmocka-dev"
+[ -f /usr/include/postgresql/libpq-fe.h ] || need="$need libpq-dev"   # examples/dss_bench.c (baseline)
 have runuser || need="$need util-linux"
 have cargo || { echo "deps: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 if [ -n "$need" ]; then

@@ -1,0 +1,2017 @@
+/*
+ * dss_bench - libdss throughput and latency, measured against the library's
+ * own SQL sent straight through libpq.
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ *   dss_bench [--conninfo STR] [--workload LIST]... [--threads LIST]
+ *             [--duration SECONDS] [--rounds N] [--json] ...   (--help)
+ *
+ * Two sides run the same workload on the same database:
+ *
+ *   library   libdss: one dss_handle shared by every thread, as a daemon
+ *             uses it (its pool is sized to the thread count through
+ *             PHOBOS_DSS_pool_size when that variable is unset);
+ *   baseline  the very statements the library runs (the BENCH_SQL_* block
+ *             below), through libpq: one connection per thread, each
+ *             statement prepared once per connection (PQprepare) with the
+ *             library's parameter types, parameters and results in binary
+ *             (as the library's driver sends and reads them), results read
+ *             the way the library reads them (the returned rows/columns,
+ *             judged by the same rules).
+ *
+ * Rounds alternate, library then baseline (ABAB...), and the program prints,
+ * per workload: operations per second, per-call latency p50/p99/max (µs),
+ * the process's CPU time per operation, the library/baseline throughput and
+ * p99 ratios, and the process's peak RSS (getrusage ru_maxrss). Latencies
+ * go to per-thread log-linear histograms allocated before the clock starts.
+ * scripts/bench.sh runs everything against a private PostgreSQL and turns
+ * the --json output into BENCHMARKS.md.
+ *
+ * Every call's return code is checked: anything unexpected stops the run
+ * with the call, the code and dss_last_error() (or libpq's message) on
+ * stderr, and exit status 1.
+ *
+ * Build: cc -std=c11 -O2 dss_bench.c $(pkg-config --cflags --libs dss libpq) -pthread
+ */
+
+#define _GNU_SOURCE   /* ECOMM, clock_nanosleep, getopt_long, pthread_barrier */
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include <dss.h>
+
+/* ==== BENCH_SQL: the library's statements, verbatim ====================
+ * Each BENCH_SQL_<NAME> is the exact text of the library's statement <NAME>
+ * (`pub static NAME: Query` in src/sql/lock.rs: its `text`, with concat!()
+ * and the Rust line continuations resolved). A cargo test compares them:
+ * change them only together with the library. Nothing else goes here.
+ */
+#define BENCH_SQL_LOCK "SELECT dss.lock_acquire($1, $2, $3)"
+#define BENCH_SQL_REFRESH "WITH cur AS ( SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1), upd AS ( UPDATE dss.locks SET ts = now(), expires_at = CASE WHEN ttl_ms > 0 THEN now() + ttl_ms * interval '1 millisecond' END WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > now()) RETURNING 1) SELECT EXISTS (SELECT 1 FROM upd), false, (SELECT owner FROM cur), coalesce((SELECT expired FROM cur), false)"
+#define BENCH_SQL_UNLOCK "WITH cur AS ( SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1), del AS ( DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', $1, $2, token FROM del) SELECT EXISTS (SELECT 1 FROM del), coalesce((SELECT expired FROM del), false), (SELECT owner FROM cur), coalesce((SELECT expired FROM cur), false)"
+#define BENCH_SQL_STATUS "SELECT owner, ts FROM dss.locks WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())"
+#define BENCH_SQL_LOCK_MANY "SELECT conflict_ord, holder FROM dss.lock_many($1, $2, $3)"
+#define BENCH_SQL_UNLOCK_MANY "WITH req AS ( SELECT r.id, r.ord FROM unnest($1::text[]) WITH ORDINALITY AS r(id, ord)), cur AS ( SELECT l.id, l.owner, coalesce(l.expires_at <= now(), false) AS expired FROM dss.locks l WHERE l.id = ANY ($1) ORDER BY l.id FOR UPDATE), del AS ( DELETE FROM dss.locks l USING cur WHERE l.id = cur.id AND cur.owner = $2 RETURNING l.id, l.token, cur.expired, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', id, $2, token FROM del), bad AS ( SELECT req.ord, req.id FROM req WHERE req.id NOT IN (SELECT id FROM del WHERE NOT expired) ORDER BY req.ord LIMIT 1) SELECT bad.ord, del.id IS NOT NULL, coalesce(del.expired, false), cur.owner, coalesce(cur.expired, false) FROM bad LEFT JOIN cur ON cur.id = bad.id LEFT JOIN del ON del.id = bad.id"
+/* ==== end of BENCH_SQL ================================================= */
+
+/* The benchmark's own housekeeping (admin connection, never timed). */
+#define ADMIN_SQL_COUNT "SELECT count(*) FROM dss.locks WHERE id >= $1 AND id < $2"
+#define ADMIN_SQL_DELETE "DELETE FROM dss.locks WHERE id >= $1 AND id < $2"
+#define ADMIN_SQL_FILL \
+    "INSERT INTO dss.locks (id, owner) SELECT $1 || g, $2 FROM generate_series($3::bigint, $4::bigint) AS g"
+#define ADMIN_SQL_STATS \
+    "SELECT pg_total_relation_size('dss.locks'::regclass), s.n_dead_tup, s.n_live_tup, " \
+    "s.autovacuum_count, coalesce(pg_total_relation_size(to_regclass('dss.lock_history')), -1) " \
+    "FROM pg_stat_user_tables AS s WHERE s.relid = 'dss.locks'::regclass"
+
+/* Parameter types, as the library declares them (prepare_typed). */
+#define INT8OID      ((Oid)20)
+#define TEXTOID      ((Oid)25)
+#define TEXTARRAYOID ((Oid)1009)
+
+#define MAX_THREADS 256
+#define MAX_ROUNDS  100
+#define MAX_LIST    16
+
+/* ---- workloads and options -------------------------------------------- */
+
+/* In the order they run. soak comes before scale: it watches dss.locks grow,
+ * and scale leaves the table (not its rows) as large as its filler. */
+enum wl { W_PAIR, W_REFRESH, W_STATUS, W_CONTENDED, W_CONTENDED_WAIT, W_BATCH, W_SOAK, W_SCALE,
+          W_N, W_WARMUP = W_N };
+static const char *const wl_name[W_N + 1] = {
+    "pair", "refresh", "status", "contended", "contended-wait", "batch", "soak", "scale", "warmup",
+};
+/* First letter of the lock ids of each workload (after the run's prefix). */
+static const char wl_tag[W_N + 1] = { 'p', 'r', 's', 'c', 'w', 'b', 'k', 'x', 'u' };
+
+enum side { LIB, BASE };
+static const char *const side_name[2] = { "library", "baseline" };
+
+static struct options {
+    const char *conninfo;
+    long threads[MAX_LIST];
+    int nthreads;
+    double duration;
+    long rounds;
+    bool want[W_N];
+    long contenders;
+    long hold_us;
+    long batch[MAX_LIST];
+    int nbatch;
+    long fill[MAX_LIST];
+    int nfill;
+    double soak_minutes;
+    double soak_window;
+    long soak_threads;
+    long ttl_ms;
+    double warmup;
+    bool json;
+    bool quiet;
+} opt = {
+    .duration = 5, .rounds = 3, .contenders = 8, .hold_us = 100, .soak_minutes = 5,
+    .soak_window = 30, .soak_threads = 8, .ttl_ms = 0, .warmup = 1,
+};
+
+static void usage(FILE *f)
+{
+    fputs(
+"usage: dss_bench [OPTION]...\n"
+"Measures libdss (one dss_handle shared by all threads) against a baseline that\n"
+"sends the library's own SQL statements through libpq (one connection per\n"
+"thread, each statement prepared once, binary results). Library and baseline\n"
+"rounds alternate (ABAB...) on the same database.\n"
+"\n"
+"  --conninfo STR         libpq conninfo or URI (default: $PHOBOS_DSS_connect_string)\n"
+"  --workload LIST        workloads to run, comma list, repeatable (default: all):\n"
+"      pair               dss_lock + dss_unlock of distinct ids per thread\n"
+"      refresh            dss_lock_refresh of a lock each thread holds\n"
+"      status             dss_lock_status of a lock each thread holds\n"
+"      contended          --contenders threads on one id, retrying on -EEXIST\n"
+"      contended-wait     the same with dss_lock_wait (baseline: the contended loop)\n"
+"      batch              one dss_lock_many / dss_unlock_many of N ids vs N single calls\n"
+"      soak               pair for --soak-minutes, library only\n"
+"      scale              pair with --scale-fill other locks held\n"
+"  --threads LIST         thread counts of pair, refresh, status, scale (default 1,8)\n"
+"  --duration SECONDS     length of one round (default 5)\n"
+"  --rounds N             rounds per side (default 3)\n"
+"  --contenders N         threads of contended and contended-wait (default 8)\n"
+"  --hold-us N            how long a contender holds the lock, in µs (default 100)\n"
+"  --batch-sizes LIST     ids per batch (default 1000,10000)\n"
+"  --scale-fill LIST      other locks held during scale (default 0,100000,1000000)\n"
+"  --soak-minutes M       soak length (default 5)\n"
+"  --soak-window SECONDS  soak throughput window (default 30)\n"
+"  --soak-threads N       soak threads (default 8)\n"
+"  --ttl-ms N             lease of dss_lock_wait and dss_lock_many, 0: none (default 0,\n"
+"                         as dss_lock)\n"
+"  --warmup SECONDS       untimed pair run of each side before the first workload (default 1)\n"
+"  --json                 print one JSON document on stdout instead of tables\n"
+"  --quiet                no progress lines on stderr\n"
+"  --help                 this text\n"
+"\n"
+"PHOBOS_DSS_pool_size is set to the largest thread count when it is unset.\n"
+"Lock ids start with \"bench:<pid>:\"; a run removes its rows from dss.locks, the\n"
+"scale filler included, also when interrupted with SIGINT or SIGTERM (not when\n"
+"the server went away). Their events stay in dss.lock_history (append-only); remove\n"
+"them with: DELETE FROM dss.lock_history WHERE id LIKE 'bench:%';\n"
+"Exit status: 0 done; 1 a call returned an unexpected code (details on stderr),\n"
+"a check failed or the run was interrupted; 2 usage or setup error.\n", f);
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const char *errno_name(int rc)
+{
+    switch (-rc) {
+    case 0: return "0";
+    case EEXIST: return "-EEXIST";
+    case EACCES: return "-EACCES";
+    case ENOLCK: return "-ENOLCK";
+    case EINVAL: return "-EINVAL";
+    case EALREADY: return "-EALREADY";
+    case ENOTCONN: return "-ENOTCONN";
+    case ECOMM: return "-ECOMM";
+    case ETIMEDOUT: return "-ETIMEDOUT";
+    case ENOSPC: return "-ENOSPC";
+    case ENOMEM: return "-ENOMEM";
+    case EUSERS: return "-EUSERS";
+    case EIO: return "-EIO";
+    case EPROTO: return "-EPROTO";
+    case ETIME: return "-ETIME";
+    case ESTALE: return "-ESTALE";
+    case ERANGE: return "-ERANGE";
+    case ENOTRECOVERABLE: return "-ENOTRECOVERABLE";
+    default: return "(other)";
+    }
+}
+
+static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void progress(const char *fmt, ...)
+{
+    if (opt.quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("dss_bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (!p) {
+        fprintf(stderr, "dss_bench: out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+/* CPU time (user + system) of the whole process so far, in ns. */
+static int64_t process_cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000
+           + ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
+static long maxrss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* Current resident set size, from /proc/self/statm; -1 if unknown. */
+static long rss_kib(void)
+{
+    long pages_total, pages_rss;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f)
+        return -1;
+    int n = fscanf(f, "%ld %ld", &pages_total, &pages_rss);
+    fclose(f);
+    return n == 2 ? pages_rss * (sysconf(_SC_PAGESIZE) / 1024) : -1;
+}
+
+/* ---- stop flag: a failure or a signal ends every loop ------------------- */
+
+enum { RUNNING, STOP_FAILED, STOP_SIGNAL };
+static atomic_int g_stop;
+
+static inline bool stopped(void)
+{
+    return atomic_load_explicit(&g_stop, memory_order_relaxed) != RUNNING;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    int expected = RUNNING;
+    atomic_compare_exchange_strong(&g_stop, &expected, STOP_SIGNAL);
+}
+
+/* ---- latency histogram: log-linear, no allocation when recording -------- */
+
+#define H_LINEAR  128   /* values below this many ns are exact */
+#define H_SUB      64   /* buckets per power of two above (≤ 1.6 % wide) */
+#define H_OCTAVES  36   /* up to 2^42 ns, about 73 minutes */
+#define H_BUCKETS (H_LINEAR + H_SUB * H_OCTAVES)
+
+struct hist {
+    uint64_t n, sum_ns, max_ns;
+    uint64_t b[H_BUCKETS];
+};
+
+static inline unsigned h_index(uint64_t v)
+{
+    if (v < H_LINEAR)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);   /* >= 7 */
+    unsigned shift = msb - 6;                            /* v >> shift in [64, 128) */
+    unsigned i = H_LINEAR + (shift - 1) * H_SUB + (unsigned)((v >> shift) - H_SUB);
+    return i < H_BUCKETS ? i : H_BUCKETS - 1;
+}
+
+static inline void h_add(struct hist *h, int64_t ns)
+{
+    uint64_t v = ns > 0 ? (uint64_t)ns : 0;
+    h->n++;
+    h->sum_ns += v;
+    if (v > h->max_ns)
+        h->max_ns = v;
+    h->b[h_index(v)]++;
+}
+
+static void h_merge(struct hist *dst, const struct hist *src)
+{
+    dst->n += src->n;
+    dst->sum_ns += src->sum_ns;
+    if (src->max_ns > dst->max_ns)
+        dst->max_ns = src->max_ns;
+    for (unsigned i = 0; i < H_BUCKETS; i++)
+        dst->b[i] += src->b[i];
+}
+
+/* The p-quantile (0 < p <= 1) in µs: the middle of its bucket, at most max. */
+static double h_pct_us(const struct hist *h, double p)
+{
+    if (h->n == 0)
+        return 0;
+    double want = p * (double)h->n;
+    uint64_t rank = (uint64_t)want;
+    if ((double)rank < want || rank == 0)
+        rank++;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < H_BUCKETS; i++) {
+        seen += h->b[i];
+        if (seen < rank)
+            continue;
+        double mid;
+        if (i < H_LINEAR) {
+            mid = i;
+        } else {
+            unsigned k = i - H_LINEAR, shift = k / H_SUB + 1;
+            uint64_t lo = (uint64_t)(k % H_SUB + H_SUB) << shift;
+            mid = (double)lo + (double)((uint64_t)1 << shift) / 2;
+        }
+        if (mid > (double)h->max_ns)
+            mid = (double)h->max_ns;
+        return mid / 1000;
+    }
+    return (double)h->max_ns / 1000;
+}
+
+static double h_mean_us(const struct hist *h)
+{
+    return h->n ? (double)h->sum_ns / (double)h->n / 1000 : 0;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static struct dss_handle g_h;           /* the library side: one shared handle */
+static PGconn *g_base[MAX_THREADS];     /* the baseline side: one per thread */
+static PGconn *g_admin;                 /* setup, filler, statistics; never timed */
+static char g_prefix[64];               /* "bench:<pid>:" starts every lock id */
+static char g_prefix_end[64];           /* first string after all of them */
+static char g_server_version[64] = "";
+
+/* The baseline's statements, prepared once on every baseline connection. */
+static const struct {
+    const char *name, *sql;
+    int nparams;
+    Oid types[3];
+} base_stmt[] = {
+    { "lock", BENCH_SQL_LOCK, 3, { TEXTOID, TEXTOID, INT8OID } },
+    { "refresh", BENCH_SQL_REFRESH, 2, { TEXTOID, TEXTOID } },
+    { "unlock", BENCH_SQL_UNLOCK, 2, { TEXTOID, TEXTOID } },
+    { "status", BENCH_SQL_STATUS, 1, { TEXTOID } },
+    { "lock_many", BENCH_SQL_LOCK_MANY, 3, { TEXTARRAYOID, TEXTOID, INT8OID } },
+    { "unlock_many", BENCH_SQL_UNLOCK_MANY, 2, { TEXTARRAYOID, TEXTOID } },
+};
+
+static PGconn *connect_or_die(const char *what)
+{
+    PGconn *c = PQconnectdb(opt.conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "dss_bench: %s: cannot connect: %s", what, PQerrorMessage(c));
+        PQfinish(c);
+        exit(2);
+    }
+    return c;
+}
+
+/* Opens (once) and prepares the baseline connections of slots [0, n). */
+static void ensure_base(int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (g_base[i])
+            continue;
+        PGconn *c = connect_or_die("baseline");
+        for (size_t s = 0; s < sizeof base_stmt / sizeof base_stmt[0]; s++) {
+            PGresult *r = PQprepare(c, base_stmt[s].name, base_stmt[s].sql,
+                                    base_stmt[s].nparams, base_stmt[s].types);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                fprintf(stderr, "dss_bench: baseline: cannot prepare %s: %s",
+                        base_stmt[s].name, PQresultErrorMessage(r));
+                exit(2);
+            }
+            PQclear(r);
+        }
+        g_base[i] = c;
+    }
+}
+
+/* Runs an admin statement with text parameters; NULL (message printed) on
+ * failure. */
+static PGresult *admin(const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(g_admin, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return r;
+    fprintf(stderr, "dss_bench: admin statement failed: %s  (%s)\n",
+            PQresultErrorMessage(r), sql);
+    PQclear(r);
+    return NULL;
+}
+
+static bool admin_cmd(const char *sql)
+{
+    PGresult *r = admin(sql, 0, NULL);
+    PQclear(r);
+    return r != NULL;
+}
+
+/* Rows in [lo, hi), or -1. */
+static long long admin_count(const char *lo, const char *hi)
+{
+    const char *p[2] = { lo, hi };
+    PGresult *r = admin(ADMIN_SQL_COUNT, 2, p);
+    long long n = r ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+static long long admin_delete(const char *lo, const char *hi)
+{
+    const char *p[2] = { lo, hi };
+    PGresult *r = admin(ADMIN_SQL_DELETE, 2, p);
+    long long n = r ? atoll(PQcmdTuples(r)) : -1;
+    PQclear(r);
+    return n;
+}
+
+struct table_stats {
+    long long bytes, dead, live, autovacuums, history_bytes;
+};
+
+static bool table_stats(struct table_stats *ts)
+{
+    PGresult *r = admin(ADMIN_SQL_STATS, 0, NULL);
+    if (!r || PQntuples(r) != 1) {
+        PQclear(r);
+        return false;
+    }
+    ts->bytes = atoll(PQgetvalue(r, 0, 0));
+    ts->dead = atoll(PQgetvalue(r, 0, 1));
+    ts->live = atoll(PQgetvalue(r, 0, 2));
+    ts->autovacuums = atoll(PQgetvalue(r, 0, 3));
+    ts->history_bytes = atoll(PQgetvalue(r, 0, 4));
+    PQclear(r);
+    return true;
+}
+
+/* ---- the baseline's calls: same statements, same reading --------------- */
+
+static _Thread_local char tl_base_error[512];
+
+static int base_error(PGconn *c, PGresult *r, const char *what)
+{
+    const char *msg = r ? PQresultErrorMessage(r) : "";
+    if (!*msg)
+        msg = PQerrorMessage(c);
+    if (!*msg && r)
+        msg = PQresStatus(PQresultStatus(r));
+    snprintf(tl_base_error, sizeof tl_base_error, "%s: %s", what, msg);
+    size_t len = strlen(tl_base_error);
+    if (len && tl_base_error[len - 1] == '\n')
+        tl_base_error[len - 1] = 0;
+    return -ECOMM;
+}
+
+static inline uint64_t be64(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | u[i];
+    return v;
+}
+
+/* Parameters go in binary, as the library sends them (for text the bytes
+ * are the same; int8 is 8 bytes big-endian); results come back in binary. */
+static const int bin[3] = { 1, 1, 1 };
+
+static inline void put_be64(char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
+}
+
+static inline void put_be32(char *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
+}
+
+/* The (done, done_on_expired_lease, holder, holder_expired) columns of
+ * REFRESH and UNLOCK (and UNLOCK_MANY from column `at`), judged as the
+ * library's lock::Seen::outcome does. */
+static int seen_outcome(const PGresult *r, int at, const char *owner)
+{
+    bool done = PQgetvalue(r, 0, at)[0] != 0;
+    bool done_expired = PQgetvalue(r, 0, at + 1)[0] != 0;
+    bool has_holder = !PQgetisnull(r, 0, at + 2);
+    bool holder_expired = PQgetvalue(r, 0, at + 3)[0] != 0;
+    bool is_owner = has_holder && (size_t)PQgetlength(r, 0, at + 2) == strlen(owner)
+                    && memcmp(PQgetvalue(r, 0, at + 2), owner, strlen(owner)) == 0;
+    if (done)
+        return done_expired ? -ETIME : 0;
+    if (is_owner && holder_expired)
+        return -ETIME;
+    if (has_holder && !is_owner && !holder_expired)
+        return -EACCES;
+    return -ENOLCK;
+}
+
+static bool seen_shape(const PGresult *r, int at)
+{
+    for (int i = 0; i < 4; i++)
+        if (i != 2 && (PQgetisnull(r, 0, at + i) || PQgetlength(r, 0, at + i) != 1))
+            return false;
+    return true;
+}
+
+/* LOCK ($3 ttl 0, as dss_lock): one row, the new token, NULL if held. */
+static int base_lock(PGconn *c, const char *id, const char *owner, uint64_t *token)
+{
+    char ttl[8];
+    put_be64(ttl, 0);
+    const char *p[3] = { id, owner, ttl };
+    int len[3] = { (int)strlen(id), (int)strlen(owner), 8 };
+    PGresult *r = PQexecPrepared(c, "lock", 3, p, len, bin, 1);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) != 1)
+        rc = base_error(c, r, "lock");
+    else if (PQgetisnull(r, 0, 0))
+        rc = -EEXIST;
+    else if (PQgetlength(r, 0, 0) != 8)
+        rc = base_error(c, r, "lock (unexpected row)");
+    else {
+        *token = be64(PQgetvalue(r, 0, 0));
+        rc = 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* REFRESH / UNLOCK: one row, read as the library reads it. */
+static int base_seen(PGconn *c, const char *stmt, const char *id, const char *owner)
+{
+    const char *p[2] = { id, owner };
+    int len[2] = { (int)strlen(id), (int)strlen(owner) };
+    PGresult *r = PQexecPrepared(c, stmt, 2, p, len, bin, 1);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQnfields(r) != 4
+        || !seen_shape(r, 0))
+        rc = base_error(c, r, stmt);
+    else
+        rc = seen_outcome(r, 0, owner);
+    PQclear(r);
+    return rc;
+}
+
+/* The binary text[] parameter of LOCK_MANY / UNLOCK_MANY: its size, then
+ * filling a buffer of that size (allocated before the clock starts). */
+static size_t text_array_size(char **ids, long n)
+{
+    size_t size = 20;
+    for (long i = 0; i < n; i++)
+        size += 4 + strlen(ids[i]);
+    return size;
+}
+
+static int text_array_fill(char *buf, char **ids, long n)
+{
+    char *p = buf;
+    put_be32(p, 1);                 /* dimensions */
+    put_be32(p + 4, 0);             /* no NULLs */
+    put_be32(p + 8, TEXTOID);       /* element type */
+    put_be32(p + 12, (uint32_t)n);  /* length */
+    put_be32(p + 16, 1);            /* lower bound */
+    p += 20;
+    for (long i = 0; i < n; i++) {
+        size_t len = strlen(ids[i]);
+        put_be32(p, (uint32_t)len);
+        memcpy(p + 4, ids[i], len);
+        p += 4 + len;
+    }
+    return (int)(p - buf);
+}
+
+/* LOCK_MANY: no row if all were taken, else (position, holder): -EEXIST. */
+static int base_lock_many(PGconn *c, char **ids, long n, const char *owner, char *arraybuf,
+                          long *conflict)
+{
+    char ttl[8];
+    put_be64(ttl, (uint64_t)opt.ttl_ms);
+    const char *p[3] = { arraybuf, owner, ttl };
+    int len[3] = { text_array_fill(arraybuf, ids, n), (int)strlen(owner), 8 };
+    PGresult *r = PQexecPrepared(c, "lock_many", 3, p, len, bin, 1);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 2 || PQntuples(r) > 1)
+        rc = base_error(c, r, "lock_many");
+    else if (PQntuples(r) == 0)
+        rc = 0;
+    else {
+        *conflict = PQgetlength(r, 0, 0) == 8 ? (long)be64(PQgetvalue(r, 0, 0)) - 1 : -1;
+        rc = -EEXIST;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* UNLOCK_MANY: no row if all were released, else the first failure:
+ * (position, then the four columns of UNLOCK). */
+static int base_unlock_many(PGconn *c, char **ids, long n, const char *owner, char *arraybuf,
+                            long *failed)
+{
+    const char *p[2] = { arraybuf, owner };
+    int len[2] = { text_array_fill(arraybuf, ids, n), (int)strlen(owner) };
+    PGresult *r = PQexecPrepared(c, "unlock_many", 2, p, len, bin, 1);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 5 || PQntuples(r) > 1)
+        rc = base_error(c, r, "unlock_many");
+    else if (PQntuples(r) == 0)
+        rc = 0;
+    else if (PQgetlength(r, 0, 0) != 8 || !seen_shape(r, 1))
+        rc = base_error(c, r, "unlock_many (unexpected row)");
+    else {
+        *failed = (long)be64(PQgetvalue(r, 0, 0)) - 1;
+        rc = seen_outcome(r, 1, owner);
+        if (rc == 0)   /* a reported row is a failure, whatever it says */
+            rc = base_error(c, r, "unlock_many (row for a released id)");
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* STATUS: no row is -ENOLCK; else owner (text) and ts (binary timestamptz:
+ * µs since 2000-01-01 UTC). *owner_ok tells whether the owner is `owner`. */
+static int base_status(PGconn *c, const char *id, const char *owner, bool *owner_ok,
+                       struct timeval *tv)
+{
+    const char *p[1] = { id };
+    int len[1] = { (int)strlen(id) };
+    PGresult *r = PQexecPrepared(c, "status", 1, p, len, bin, 1);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 2 || PQntuples(r) > 1) {
+        rc = base_error(c, r, "status");
+    } else if (PQntuples(r) == 0) {
+        rc = -ENOLCK;
+    } else if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 1) || PQgetlength(r, 0, 1) != 8) {
+        rc = base_error(c, r, "status (unexpected row)");
+    } else {
+        int64_t us = (int64_t)be64(PQgetvalue(r, 0, 1)) + INT64_C(946684800000000);
+        int64_t sec = us / 1000000, rem = us % 1000000;
+        if (rem < 0) {
+            rem += 1000000;
+            sec--;
+        }
+        tv->tv_sec = (time_t)sec;
+        tv->tv_usec = (suseconds_t)rem;
+        *owner_ok = (size_t)PQgetlength(r, 0, 0) == strlen(owner)
+                    && memcmp(PQgetvalue(r, 0, 0), owner, strlen(owner)) == 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- one round: threads, barriers, a deadline --------------------------- */
+
+struct round;
+
+struct worker {
+    pthread_t tid;
+    struct round *rd;
+    int slot;                      /* thread index: baseline connection, ids */
+    struct hist *lat;              /* every timed call */
+    struct hist *wait;             /* contended: first attempt to acquisition */
+    uint64_t ops;                  /* operations that ended before the deadline */
+    uint64_t handoffs;             /* contended: acquisitions from another holder */
+    int64_t open_wait_ns;          /* contended: wait still unfinished at the deadline */
+    long sink;                     /* keeps results "used" */
+    _Atomic uint64_t progress;     /* ops so far, read by the soak monitor */
+    char owner[64];
+    char id[128];
+};
+
+struct round {
+    enum wl wl;
+    enum side side;
+    int nthreads;
+    int round;
+    char tag[32];                  /* workload letter, round, side: "p2L" */
+    char shared_id[96];            /* contended */
+    int64_t start, deadline;       /* CLOCK_MONOTONIC ns, set between the barriers */
+    pthread_barrier_t ready, go;
+    atomic_int holders;            /* contended: mutual exclusion check */
+    atomic_int last_holder;
+    atomic_int violations;
+};
+
+/* Everything one side measured, over its rounds. */
+struct acc {
+    uint64_t ops, handoffs, starved, violations;
+    int64_t ns;
+    int64_t cpu_ns;                /* process CPU (user + system) during the rounds */
+    int64_t open_wait_ns;
+    int nrounds;
+    double rate[MAX_ROUNDS];
+    struct hist *lat, *wait;
+};
+
+static void acc_init(struct acc *a)
+{
+    memset(a, 0, sizeof *a);
+    a->lat = xcalloc(1, sizeof *a->lat);
+    a->wait = xcalloc(1, sizeof *a->wait);
+}
+
+static void acc_free(struct acc *a)
+{
+    free(a->lat);
+    free(a->wait);
+    a->lat = a->wait = NULL;
+}
+
+static double acc_rate(const struct acc *a)
+{
+    return a->ns > 0 ? (double)a->ops * 1e9 / (double)a->ns : 0;
+}
+
+/* Client CPU per operation (all of the process's threads), in µs. */
+static double cpu_per_op_us(const struct acc *a)
+{
+    return a->ops ? (double)a->cpu_ns / (double)a->ops / 1000 : 0;
+}
+
+static void fail(const struct worker *w, const char *call, const char *id, int rc)
+{
+    const char *detail = w->rd->side == LIB ? dss_last_error() : tl_base_error;
+    fprintf(stderr, "dss_bench: %s, %s, thread %d: %s(\"%s\") returned %d (%s): %s\n",
+            wl_name[w->rd->wl], side_name[w->rd->side], w->slot, call, id, rc,
+            errno_name(rc), detail);
+    atomic_store(&g_stop, STOP_FAILED);
+}
+
+static void fail_msg(const struct worker *w, const char *msg, const char *id)
+{
+    fprintf(stderr, "dss_bench: %s, %s, thread %d: %s (\"%s\")\n",
+            wl_name[w->rd->wl], side_name[w->rd->side], w->slot, msg, id);
+    atomic_store(&g_stop, STOP_FAILED);
+}
+
+static inline int op_lock(struct worker *w, const char *id)
+{
+    if (w->rd->side == LIB)
+        return dss_lock(&g_h, id, w->owner);
+    uint64_t token = 0;
+    int rc = base_lock(g_base[w->slot], id, w->owner, &token);
+    w->sink += (long)token;
+    return rc;
+}
+
+static inline int op_unlock(struct worker *w, const char *id)
+{
+    if (w->rd->side == LIB)
+        return dss_unlock(&g_h, id, w->owner);
+    return base_seen(g_base[w->slot], "unlock", id, w->owner);
+}
+
+static inline int op_refresh(struct worker *w, const char *id)
+{
+    if (w->rd->side == LIB)
+        return dss_lock_refresh(&g_h, id, w->owner);
+    return base_seen(g_base[w->slot], "refresh", id, w->owner);
+}
+
+/* Status with both outputs; the owner must be ours. */
+static inline int op_status(struct worker *w, const char *id, bool *owner_ok)
+{
+    struct timeval tv;
+    int rc;
+    if (w->rd->side == LIB) {
+        char *owner = NULL;
+        rc = dss_lock_status(&g_h, id, &owner, &tv);
+        if (rc == 0) {
+            *owner_ok = owner && strcmp(owner, w->owner) == 0;
+            free(owner);
+        }
+    } else {
+        rc = base_status(g_base[w->slot], id, w->owner, owner_ok, &tv);
+    }
+    if (rc == 0)
+        w->sink += (long)tv.tv_usec;
+    return rc;
+}
+
+/* Both barriers: threads ready, then the main thread sets the deadline. */
+static void wait_start(struct round *rd)
+{
+    pthread_barrier_wait(&rd->ready);
+    pthread_barrier_wait(&rd->go);
+}
+
+/* pair, scale, soak, warmup: lock + unlock of a new id per iteration. */
+static void *pair_thread(void *arg)
+{
+    struct worker *w = arg;
+    struct round *rd = w->rd;
+    uint64_t i = 0;
+    wait_start(rd);
+    while (!stopped()) {
+        snprintf(w->id, sizeof w->id, "%s%s%d:%" PRIu64, g_prefix, rd->tag, w->slot, i++);
+        int64_t t0 = now_ns();
+        int rc = op_lock(w, w->id);
+        int64_t t1 = now_ns();
+        if (rc != 0) {
+            fail(w, "dss_lock", w->id, rc);
+            break;
+        }
+        rc = op_unlock(w, w->id);
+        int64_t t2 = now_ns();
+        if (rc != 0) {
+            fail(w, "dss_unlock", w->id, rc);
+            break;
+        }
+        if (t2 > rd->deadline)
+            break;
+        h_add(w->lat, t1 - t0);
+        h_add(w->lat, t2 - t1);
+        w->ops++;
+        atomic_store_explicit(&w->progress, w->ops, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+/* refresh, status: each thread holds its own lock and works on it. */
+static void *held_thread(void *arg)
+{
+    struct worker *w = arg;
+    struct round *rd = w->rd;
+    snprintf(w->id, sizeof w->id, "%s%s%d", g_prefix, rd->tag, w->slot);
+    int rc = op_lock(w, w->id);
+    bool held = rc == 0;
+    if (!held)
+        fail(w, "dss_lock", w->id, rc);
+    wait_start(rd);
+    while (held && !stopped()) {
+        bool owner_ok = true;
+        int64_t t0 = now_ns();
+        if (rd->wl == W_REFRESH)
+            rc = op_refresh(w, w->id);
+        else
+            rc = op_status(w, w->id, &owner_ok);
+        int64_t t1 = now_ns();
+        if (rc != 0) {
+            fail(w, rd->wl == W_REFRESH ? "dss_lock_refresh" : "dss_lock_status", w->id, rc);
+            break;
+        }
+        if (!owner_ok) {
+            fail_msg(w, "dss_lock_status returned another owner", w->id);
+            break;
+        }
+        if (t1 > rd->deadline)
+            break;
+        h_add(w->lat, t1 - t0);
+        w->ops++;
+    }
+    if (held && (rc = op_unlock(w, w->id)) != 0)
+        fail(w, "dss_unlock", w->id, rc);
+    return NULL;
+}
+
+static void hold_briefly(void)
+{
+    if (opt.hold_us > 0) {
+        struct timespec ts = { 0, opt.hold_us * 1000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Called by a contender that just got the lock at `got` after waiting since
+ * `since`: checks mutual exclusion, holds, releases. False on failure. */
+static bool hold_and_release(struct worker *w, int64_t since, int64_t got)
+{
+    struct round *rd = w->rd;
+    if (atomic_fetch_add(&rd->holders, 1) != 0)
+        atomic_fetch_add(&rd->violations, 1);
+    int prev = atomic_exchange(&rd->last_holder, w->slot);
+    hold_briefly();
+    atomic_fetch_sub(&rd->holders, 1);
+    int64_t u0 = now_ns();
+    int rc = op_unlock(w, rd->shared_id);
+    int64_t u1 = now_ns();
+    if (rc != 0) {
+        fail(w, "dss_unlock", rd->shared_id, rc);
+        return false;
+    }
+    if (got <= rd->deadline) {
+        w->ops++;
+        if (prev != w->slot)
+            w->handoffs++;
+        h_add(w->wait, got - since);
+        h_add(w->lat, u1 - u0);
+    }
+    return true;
+}
+
+/* contended: loop on dss_lock until it is ours (sched_yield between tries). */
+static void *contended_thread(void *arg)
+{
+    struct worker *w = arg;
+    struct round *rd = w->rd;
+    wait_start(rd);
+    while (!stopped()) {
+        int64_t since = now_ns(), t1;
+        int rc;
+        for (;;) {
+            int64_t t0 = now_ns();
+            rc = op_lock(w, rd->shared_id);
+            t1 = now_ns();
+            if (t1 <= rd->deadline)
+                h_add(w->lat, t1 - t0);
+            if (rc != -EEXIST || t1 > rd->deadline || stopped())
+                break;
+            sched_yield();
+        }
+        if (rc == -EEXIST) {   /* the deadline came first */
+            w->open_wait_ns = rd->deadline - since;
+            break;
+        }
+        if (rc != 0) {
+            fail(w, "dss_lock", rd->shared_id, rc);
+            break;
+        }
+        if (!hold_and_release(w, since, t1) || t1 > rd->deadline)
+            break;
+    }
+    return NULL;
+}
+
+/* contended-wait: dss_lock_wait until it is ours, with the time left as the
+ * timeout; -ETIMEDOUT at the deadline ends the round. */
+static void *wait_thread(void *arg)
+{
+    struct worker *w = arg;
+    struct round *rd = w->rd;
+    wait_start(rd);
+    while (!stopped()) {
+        int64_t since = now_ns();
+        int64_t left_ms = (rd->deadline - since) / 1000000;
+        uint64_t token = 0;
+        int rc = dss_lock_wait(&g_h, rd->shared_id, w->owner, (uint64_t)opt.ttl_ms,
+                               (uint64_t)(left_ms > 1 ? left_ms : 1), &token);
+        int64_t t1 = now_ns();
+        if (rc == -ETIMEDOUT && t1 >= rd->deadline - 2000000) {
+            w->open_wait_ns = rd->deadline - since;
+            break;
+        }
+        if (rc != 0) {
+            fail(w, "dss_lock_wait", rd->shared_id, rc);
+            break;
+        }
+        if (t1 <= rd->deadline)
+            h_add(w->lat, t1 - since);
+        w->sink += (long)token;
+        if (!hold_and_release(w, since, t1) || t1 > rd->deadline)
+            break;
+    }
+    return NULL;
+}
+
+typedef void (*monitor_fn)(struct round *rd, struct worker *w);
+
+/* One timed round of `wl` on `side`; adds its figures to `a`. */
+static void run_round(enum wl wl, enum side side, int nthreads, int round, double seconds,
+                      struct acc *a, monitor_fn monitor)
+{
+    struct round rd;
+    memset(&rd, 0, sizeof rd);
+    rd.wl = wl;
+    rd.side = side;
+    rd.nthreads = nthreads;
+    rd.round = round;
+    atomic_init(&rd.holders, 0);
+    atomic_init(&rd.last_holder, -1);
+    atomic_init(&rd.violations, 0);
+    snprintf(rd.tag, sizeof rd.tag, "%c%d%c", wl_tag[wl], round, side == LIB ? 'L' : 'B');
+    snprintf(rd.shared_id, sizeof rd.shared_id, "%s%s", g_prefix, rd.tag);
+    if (side == BASE)
+        ensure_base(nthreads);
+
+    void *(*fn)(void *) = pair_thread;
+    if (wl == W_REFRESH || wl == W_STATUS)
+        fn = held_thread;
+    else if (wl == W_CONTENDED || (wl == W_CONTENDED_WAIT && side == BASE))
+        fn = contended_thread;
+    else if (wl == W_CONTENDED_WAIT)
+        fn = wait_thread;
+
+    struct worker *w = xcalloc((size_t)nthreads, sizeof *w);
+    pthread_barrier_init(&rd.ready, NULL, (unsigned)nthreads + 1);
+    pthread_barrier_init(&rd.go, NULL, (unsigned)nthreads + 1);
+    for (int i = 0; i < nthreads; i++) {
+        w[i].rd = &rd;
+        w[i].slot = i;
+        w[i].lat = xcalloc(1, sizeof *w[i].lat);
+        w[i].wait = xcalloc(1, sizeof *w[i].wait);
+        atomic_init(&w[i].progress, 0);
+        snprintf(w[i].owner, sizeof w[i].owner, "bench:%ld:%d", (long)getpid(), i);
+        int err = pthread_create(&w[i].tid, NULL, fn, &w[i]);
+        if (err) {
+            fprintf(stderr, "dss_bench: pthread_create: %s\n", strerror(err));
+            exit(2);   /* the barriers cannot be released any more */
+        }
+    }
+    pthread_barrier_wait(&rd.ready);
+    int64_t cpu0 = process_cpu_ns();
+    rd.start = now_ns();
+    rd.deadline = rd.start + (int64_t)(seconds * 1e9);
+    pthread_barrier_wait(&rd.go);
+    if (monitor)
+        monitor(&rd, w);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(w[i].tid, NULL);
+    a->cpu_ns += process_cpu_ns() - cpu0;
+
+    uint64_t ops = 0;
+    for (int i = 0; i < nthreads; i++) {
+        ops += w[i].ops;
+        a->handoffs += w[i].handoffs;
+        if (w[i].ops == 0)
+            a->starved++;
+        if (w[i].open_wait_ns > a->open_wait_ns)
+            a->open_wait_ns = w[i].open_wait_ns;
+        h_merge(a->lat, w[i].lat);
+        h_merge(a->wait, w[i].wait);
+        free(w[i].lat);
+        free(w[i].wait);
+    }
+    a->ops += ops;
+    a->ns += rd.deadline - rd.start;
+    a->violations += (uint64_t)atomic_load(&rd.violations);
+    if (a->nrounds < MAX_ROUNDS)
+        a->rate[a->nrounds++] = (double)ops * 1e9 / (double)(rd.deadline - rd.start);
+    pthread_barrier_destroy(&rd.ready);
+    pthread_barrier_destroy(&rd.go);
+    free(w);
+}
+
+/* ---- output: text tables or one JSON document --------------------------- */
+
+static int g_results;   /* results printed so far (JSON commas) */
+
+static double ratio(double a, double b)
+{
+    return b > 0 ? a / b : 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median over rounds of library/baseline throughput of the same round: the
+ * two halves of a round run back to back, so this resists load that comes
+ * and goes on the machine better than the ratio of the totals. */
+static double paired_ratio(const struct acc *lib, const struct acc *base)
+{
+    double r[MAX_ROUNDS];
+    int n = lib->nrounds < base->nrounds ? lib->nrounds : base->nrounds;
+    for (int i = 0; i < n; i++)
+        r[i] = ratio(lib->rate[i], base->rate[i]);
+    if (n == 0)
+        return 0;
+    qsort(r, (size_t)n, sizeof r[0], cmp_double);
+    return n % 2 ? r[n / 2] : (r[n / 2 - 1] + r[n / 2]) / 2;
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+static void json_result_begin(const char *workload)
+{
+    printf("%s\n    {\"workload\":", g_results++ ? "," : "");
+    json_str(workload);
+}
+
+static void json_side(const char *key, const struct acc *a)
+{
+    printf(",\"%s\":{\"ops\":%" PRIu64 ",\"seconds\":%.3f,\"ops_per_s\":%.1f,\"round_ops_per_s\":[",
+           key, a->ops, (double)a->ns / 1e9, acc_rate(a));
+    for (int i = 0; i < a->nrounds; i++)
+        printf("%s%.1f", i ? "," : "", a->rate[i]);
+    printf("],\"calls\":%" PRIu64 ",\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"mean_us\":%.1f,"
+           "\"cpu_us_per_op\":%.2f",
+           a->lat->n, h_pct_us(a->lat, 0.5), h_pct_us(a->lat, 0.99),
+           (double)a->lat->max_ns / 1000, h_mean_us(a->lat), cpu_per_op_us(a));
+    if (a->wait->n || a->open_wait_ns) {
+        double max_wait = (double)(a->wait->max_ns > (uint64_t)a->open_wait_ns
+                                   ? a->wait->max_ns : (uint64_t)a->open_wait_ns) / 1000;
+        printf(",\"handoffs\":%" PRIu64 ",\"handoffs_per_s\":%.1f,\"wait_p50_us\":%.1f,"
+               "\"wait_p99_us\":%.1f,\"max_wait_us\":%.1f,\"unfinished_wait_us\":%.1f,"
+               "\"idle_thread_rounds\":%" PRIu64 ",\"violations\":%" PRIu64,
+               a->handoffs, a->ns ? (double)a->handoffs * 1e9 / (double)a->ns : 0,
+               h_pct_us(a->wait, 0.5), h_pct_us(a->wait, 0.99), max_wait,
+               (double)a->open_wait_ns / 1000, a->starved, a->violations);
+    }
+    putchar('}');
+}
+
+static void text_side(const char *name, const struct acc *a)
+{
+    printf("  %-9s %14.1f %9.1f %9.1f %10.1f %9.1f   ", name, acc_rate(a), h_pct_us(a->lat, 0.5),
+           h_pct_us(a->lat, 0.99), (double)a->lat->max_ns / 1000, cpu_per_op_us(a));
+    for (int i = 0; i < a->nrounds; i++)
+        printf("%s%.0f", i ? " " : "", a->rate[i]);
+    putchar('\n');
+}
+
+
+static const char *unit_of(enum wl wl)
+{
+    switch (wl) {
+    case W_PAIR: case W_SCALE: case W_SOAK: return "pairs";
+    case W_CONTENDED: case W_CONTENDED_WAIT: return "acquisitions";
+    default: return "calls";
+    }
+}
+
+static const char *what_of(enum wl wl)
+{
+    switch (wl) {
+    case W_PAIR: return "dss_lock + dss_unlock, a new id per iteration, no conflicts";
+    case W_REFRESH: return "dss_lock_refresh of a lock the thread holds";
+    case W_STATUS: return "dss_lock_status (owner + timestamp) of a lock the thread holds";
+    case W_SCALE: return "pair, with other locks held";
+    case W_CONTENDED: return "all threads on one id: dss_lock until taken (sched_yield), hold, dss_unlock";
+    case W_CONTENDED_WAIT: return "all threads on one id: dss_lock_wait, hold, dss_unlock "
+                                  "(baseline: the contended loop)";
+    default: return "";
+    }
+}
+
+/* Library/baseline comparison of one workload at one thread count. */
+static void emit_compare(enum wl wl, int nthreads, long fill, double vs_empty_lib,
+                         double vs_empty_base, const struct acc *lib, const struct acc *base)
+{
+    double tr = ratio(acc_rate(lib), acc_rate(base));
+    double pr = ratio(h_pct_us(lib->lat, 0.99), h_pct_us(base->lat, 0.99));
+    long rss = maxrss_kib();
+    if (opt.json) {
+        json_result_begin(wl_name[wl]);
+        printf(",\"threads\":%d,\"unit\":\"%s\"", nthreads, unit_of(wl));
+        if (wl == W_SCALE)
+            printf(",\"fill\":%ld", fill);
+        if (wl == W_CONTENDED || wl == W_CONTENDED_WAIT)
+            printf(",\"hold_us\":%ld", opt.hold_us);
+        json_side("library", lib);
+        json_side("baseline", base);
+        printf(",\"throughput_ratio\":%.4f,\"paired_ratio_median\":%.4f,\"p99_ratio\":%.4f",
+               tr, paired_ratio(lib, base), pr);
+        if (vs_empty_lib > 0)
+            printf(",\"library_vs_empty\":%.4f,\"baseline_vs_empty\":%.4f", vs_empty_lib,
+                   vs_empty_base);
+        printf(",\"maxrss_kib\":%ld}", rss);
+        fflush(stdout);
+        return;
+    }
+    printf("\n%s, %d thread%s", wl_name[wl], nthreads, nthreads == 1 ? "" : "s");
+    if (wl == W_SCALE)
+        printf(", %ld other locks held", fill);
+    if (wl == W_CONTENDED || wl == W_CONTENDED_WAIT)
+        printf(", hold %ld µs", opt.hold_us);
+    printf(": %s\n", what_of(wl));
+    char rate_hdr[32];
+    snprintf(rate_hdr, sizeof rate_hdr, "%s/s", unit_of(wl));
+    printf("  %-9s %14s %9s %9s %10s %9s   %s/s per round\n", "", rate_hdr, "p50 µs", "p99 µs",
+           "max µs", "CPU µs/op", unit_of(wl));
+    text_side("library", lib);
+    text_side("baseline", base);
+    printf("  library/baseline: throughput %.3f (median of same-round ratios %.3f), p99 %.3f", tr,
+           paired_ratio(lib, base), pr);
+    if (vs_empty_lib > 0)
+        printf("; vs no other locks: library %.3f, baseline %.3f", vs_empty_lib, vs_empty_base);
+    printf("; peak RSS %ld KiB\n", rss);
+    if (wl == W_CONTENDED || wl == W_CONTENDED_WAIT) {
+        const struct acc *s[2] = { lib, base };
+        for (int i = 0; i < 2; i++) {
+            uint64_t mw = s[i]->wait->max_ns > (uint64_t)s[i]->open_wait_ns
+                          ? s[i]->wait->max_ns : (uint64_t)s[i]->open_wait_ns;
+            printf("  %-9s handoffs/s %.1f, wait p50 %.1f µs, p99 %.1f µs, longest %.1f µs, "
+                   "idle thread-rounds %" PRIu64 ", exclusion violations %" PRIu64 "\n",
+                   side_name[i], s[i]->ns ? (double)s[i]->handoffs * 1e9 / (double)s[i]->ns : 0,
+                   h_pct_us(s[i]->wait, 0.5), h_pct_us(s[i]->wait, 0.99), (double)mw / 1000,
+                   s[i]->starved, s[i]->violations);
+        }
+    }
+    fflush(stdout);
+}
+
+/* ---- checks between workloads ------------------------------------------- */
+
+/* No lock of this run may be left once a workload is over. */
+static void check_no_leftovers(const char *after)
+{
+    if (stopped())
+        return;
+    long long n = admin_count(g_prefix, g_prefix_end);
+    if (n != 0) {
+        fprintf(stderr, "dss_bench: after %s: %lld lock rows of this run left in dss.locks\n",
+                after, n);
+        atomic_store(&g_stop, STOP_FAILED);
+    }
+}
+
+static bool check_violations(enum wl wl, const struct acc *a, enum side side)
+{
+    if (a->violations == 0)
+        return true;
+    fprintf(stderr, "dss_bench: %s, %s: %" PRIu64 " times two threads held the lock at once\n",
+            wl_name[wl], side_name[side], a->violations);
+    atomic_store(&g_stop, STOP_FAILED);
+    return false;
+}
+
+/* ---- the workloads ------------------------------------------------------ */
+
+/* Library and baseline rounds, alternating; returns the throughputs. */
+static void compare(enum wl wl, int nthreads, long fill, double *lib_rate, double *base_rate,
+                    double lib_empty, double base_empty)
+{
+    struct acc lib, base;
+    acc_init(&lib);
+    acc_init(&base);
+    for (int r = 0; r < opt.rounds && !stopped(); r++) {
+        run_round(wl, LIB, nthreads, r, opt.duration, &lib, NULL);
+        if (stopped())
+            break;
+        run_round(wl, BASE, nthreads, r, opt.duration, &base, NULL);
+        char extra[48] = "";
+        if (wl == W_SCALE)
+            snprintf(extra, sizeof extra, ", %ld other locks", fill);
+        progress("%s, %d thread%s%s: round %d/%ld: library %.0f, baseline %.0f %s/s",
+                 wl_name[wl], nthreads, nthreads == 1 ? "" : "s", extra, r + 1, opt.rounds,
+                 lib.rate[lib.nrounds - 1], base.rate[base.nrounds - 1], unit_of(wl));
+    }
+    if (!stopped()) {
+        check_violations(wl, &lib, LIB);
+        check_violations(wl, &base, BASE);
+    }
+    if (!stopped())
+        emit_compare(wl, nthreads, fill, ratio(acc_rate(&lib), lib_empty),
+                     ratio(acc_rate(&base), base_empty), &lib, &base);
+    if (lib_rate)
+        *lib_rate = acc_rate(&lib);
+    if (base_rate)
+        *base_rate = acc_rate(&base);
+    acc_free(&lib);
+    acc_free(&base);
+    if (wl != W_SCALE)   /* scale's filler is still there: checked once removed */
+        check_no_leftovers(wl_name[wl]);
+}
+
+static void wl_rates(enum wl wl)
+{
+    for (int t = 0; t < opt.nthreads && !stopped(); t++)
+        compare(wl, (int)opt.threads[t], 0, NULL, NULL, 0, 0);
+}
+
+static void wl_contended(enum wl wl)
+{
+    compare(wl, (int)opt.contenders, 0, NULL, NULL, 0, 0);
+}
+
+/* scale: pair with filler rows ("bench:<pid>:f<n>", owner "bench-filler",
+ * the other columns left to their defaults as dss_lock leaves them). */
+static char g_fill_lo[80], g_fill_hi[80];
+static long long g_filled;
+
+static void remove_filler(void)
+{
+    if (!g_admin || g_filled == 0)
+        return;
+    progress("scale: removing %lld filler locks", g_filled);
+    if (admin_delete(g_fill_lo, g_fill_hi) >= 0) {
+        g_filled = 0;
+        admin_cmd("VACUUM ANALYZE dss.locks");
+    }
+}
+
+static void wl_scale(void)
+{
+    double lib_empty[MAX_LIST] = { 0 }, base_empty[MAX_LIST] = { 0 };
+    snprintf(g_fill_lo, sizeof g_fill_lo, "%sf", g_prefix);
+    snprintf(g_fill_hi, sizeof g_fill_hi, "%sg", g_prefix);
+    for (int f = 0; f < opt.nfill && !stopped(); f++) {
+        long target = opt.fill[f];
+        if (target > g_filled) {
+            char from[32], to[32];
+            snprintf(from, sizeof from, "%lld", g_filled + 1);
+            snprintf(to, sizeof to, "%ld", target);
+            const char *p[4] = { g_fill_lo, "bench-filler", from, to };
+            progress("scale: filling dss.locks to %ld other locks", target);
+            int64_t t0 = now_ns();
+            PGresult *r = admin(ADMIN_SQL_FILL, 4, p);
+            if (!r) {
+                atomic_store(&g_stop, STOP_FAILED);
+                break;
+            }
+            PQclear(r);
+            g_filled = target;
+            if (!admin_cmd("VACUUM ANALYZE dss.locks")) {
+                atomic_store(&g_stop, STOP_FAILED);
+                break;
+            }
+            progress("scale: filled in %.1f s (with VACUUM ANALYZE)", (double)(now_ns() - t0) / 1e9);
+        } else if (target < g_filled) {
+            remove_filler();   /* levels are expected in increasing order */
+            f--;
+            continue;
+        }
+        for (int t = 0; t < opt.nthreads && !stopped(); t++) {
+            double lr, br;
+            compare(W_SCALE, (int)opt.threads[t], target, &lr, &br,
+                    target == 0 ? 0 : lib_empty[t], target == 0 ? 0 : base_empty[t]);
+            if (target == 0) {
+                lib_empty[t] = lr;
+                base_empty[t] = br;
+            }
+        }
+    }
+    remove_filler();
+    check_no_leftovers("scale");
+}
+
+/* batch: one dss_lock_many / dss_unlock_many of N ids versus N single calls
+ * of each side. Medians over the rounds. */
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_ms(int64_t *v, int n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_i64);
+    double m = n % 2 ? (double)v[n / 2] : ((double)v[n / 2 - 1] + (double)v[n / 2]) / 2;
+    return m / 1e6;
+}
+
+/* N single calls of one side, timed; false on failure. */
+static bool batch_singles(struct worker *w, char **ids, long n, int64_t *lock_ns, int64_t *unlock_ns)
+{
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        int rc = op_lock(w, ids[i]);
+        if (rc != 0) {
+            fail(w, "dss_lock", ids[i], rc);
+            return false;
+        }
+    }
+    int64_t t1 = now_ns();
+    for (long i = 0; i < n; i++) {
+        int rc = op_unlock(w, ids[i]);
+        if (rc != 0) {
+            fail(w, "dss_unlock", ids[i], rc);
+            return false;
+        }
+    }
+    *lock_ns = t1 - t0;
+    *unlock_ns = now_ns() - t1;
+    return true;
+}
+
+#define BATCH_ID_LEN 96
+
+struct batch_times {
+    int64_t many_lock, many_unlock, single_lock, single_unlock;
+};
+
+static void fail_batch(struct worker *w, const char *call, char **ids, long n, long where, int rc)
+{
+    char what[160];
+    snprintf(what, sizeof what, "%ld ids, at index %ld: %s", n, where,
+             where >= 0 && where < n ? ids[where] : "?");
+    fail(w, call, what, rc);
+}
+
+/* One side of one batch round: lock-many + unlock-many of the n ids in one
+ * call each, then n single locks and n single unlocks. */
+static bool batch_side(struct worker *w, char **ids, long n, char *arraybuf, struct batch_times *t)
+{
+    bool lib = w->rd->side == LIB;
+    long where = -1;
+    int rc;
+    int64_t t0 = now_ns();
+    if (lib) {
+        size_t conflict = SIZE_MAX;
+        rc = dss_lock_many(&g_h, (const char *const *)ids, (size_t)n, w->owner,
+                           (uint64_t)opt.ttl_ms, &conflict);
+        where = conflict == SIZE_MAX ? -1 : (long)conflict;
+    } else {
+        rc = base_lock_many(g_base[0], ids, n, w->owner, arraybuf, &where);
+    }
+    int64_t t1 = now_ns();
+    if (rc != 0) {
+        fail_batch(w, "dss_lock_many", ids, n, where, rc);
+        return false;
+    }
+    if (lib)
+        rc = dss_unlock_many(&g_h, (const char *const *)ids, (size_t)n, w->owner);
+    else
+        rc = base_unlock_many(g_base[0], ids, n, w->owner, arraybuf, &where);
+    int64_t t2 = now_ns();
+    if (rc != 0) {
+        fail_batch(w, "dss_unlock_many", ids, n, where, rc);
+        return false;
+    }
+    t->many_lock = t1 - t0;
+    t->many_unlock = t2 - t1;
+    return batch_singles(w, ids, n, &t->single_lock, &t->single_unlock);
+}
+
+/* Medians over rounds, in ms. */
+struct batch_medians {
+    double many_lock, many_unlock, single_lock, single_unlock;
+};
+
+static struct batch_medians batch_medians(const struct batch_times *t, int n)
+{
+    int64_t v[4][MAX_ROUNDS];
+    for (int i = 0; i < n; i++) {
+        v[0][i] = t[i].many_lock;
+        v[1][i] = t[i].many_unlock;
+        v[2][i] = t[i].single_lock;
+        v[3][i] = t[i].single_unlock;
+    }
+    struct batch_medians m = { median_ms(v[0], n), median_ms(v[1], n), median_ms(v[2], n),
+                               median_ms(v[3], n) };
+    return m;
+}
+
+static void json_batch_side(const char *key, const struct batch_medians *m, long n)
+{
+    printf(",\"%s\":{\"lock_many_ms\":%.3f,\"unlock_many_ms\":%.3f,\"single_lock_ms\":%.3f,"
+           "\"single_unlock_ms\":%.3f,\"single_lock_us_per_call\":%.2f}",
+           key, m->many_lock, m->many_unlock, m->single_lock, m->single_unlock,
+           m->single_lock * 1000 / (double)n);
+}
+
+/* batch: one dss_lock_many / dss_unlock_many of N ids versus N single calls,
+ * each side, library and baseline alternating. Medians over the rounds. */
+static void wl_batch(void)
+{
+    ensure_base(1);
+    for (int s = 0; s < opt.nbatch && !stopped(); s++) {
+        long n = opt.batch[s];
+        char **ids = xcalloc((size_t)n, sizeof *ids);
+        char *buf = xcalloc((size_t)n, BATCH_ID_LEN);
+        for (long i = 0; i < n; i++) {
+            ids[i] = buf + i * BATCH_ID_LEN;
+            snprintf(ids[i], BATCH_ID_LEN, "%.63sb%ld:%ld", g_prefix, n % 100000000, i % 100000000);
+        }
+        char *arraybuf = xcalloc(1, text_array_size(ids, n));
+        struct batch_times lib_t[MAX_ROUNDS], base_t[MAX_ROUNDS];
+        struct round rd;
+        memset(&rd, 0, sizeof rd);
+        rd.wl = W_BATCH;
+        struct worker w;
+        memset(&w, 0, sizeof w);
+        w.rd = &rd;
+        snprintf(w.owner, sizeof w.owner, "bench:%ld:batch", (long)getpid());
+        int r;
+        for (r = 0; r < opt.rounds && !stopped(); r++) {
+            rd.side = LIB;
+            if (!batch_side(&w, ids, n, arraybuf, &lib_t[r]))
+                break;
+            rd.side = BASE;
+            if (!batch_side(&w, ids, n, arraybuf, &base_t[r]))
+                break;
+            progress("batch %ld: round %d/%ld: lock_many %.1f ms (baseline %.1f), %ld dss_lock "
+                     "%.1f ms (baseline %.1f)", n, r + 1, opt.rounds,
+                     (double)lib_t[r].many_lock / 1e6, (double)base_t[r].many_lock / 1e6, n,
+                     (double)lib_t[r].single_lock / 1e6, (double)base_t[r].single_lock / 1e6);
+        }
+        if (!stopped()) {
+            struct batch_medians lm = batch_medians(lib_t, r), bm = batch_medians(base_t, r);
+            double per_call_us = lm.single_lock * 1000 / (double)n;
+            double hundred_ms = per_call_us * 100 / 1000;
+            if (opt.json) {
+                json_result_begin("batch");
+                printf(",\"ids\":%ld,\"rounds\":%d", n, r);
+                json_batch_side("library", &lm, n);
+                json_batch_side("baseline", &bm, n);
+                printf(",\"hundred_single_locks_ms\":%.3f,\"lock_many_over_hundred_singles\":%.4f,"
+                       "\"lock_many_over_singles\":%.4f,\"lock_many_ratio\":%.4f,"
+                       "\"unlock_many_ratio\":%.4f,\"singles_ratio\":%.4f,\"maxrss_kib\":%ld}",
+                       hundred_ms, ratio(lm.many_lock, hundred_ms),
+                       ratio(lm.many_lock, lm.single_lock), ratio(bm.many_lock, lm.many_lock),
+                       ratio(bm.many_unlock, lm.many_unlock),
+                       ratio(bm.single_lock + bm.single_unlock, lm.single_lock + lm.single_unlock),
+                       maxrss_kib());
+            } else {
+                printf("\nbatch, %ld ids, median of %d rounds (ms)\n", n, r);
+                printf("  %-9s %13s %15s %12s %14s\n", "", "dss_lock_many", "dss_unlock_many",
+                       "n dss_lock", "n dss_unlock");
+                printf("  %-9s %13.2f %15.2f %12.1f %14.1f\n", "library", lm.many_lock,
+                       lm.many_unlock, lm.single_lock, lm.single_unlock);
+                printf("  %-9s %13.2f %15.2f %12.1f %14.1f\n", "baseline", bm.many_lock,
+                       bm.many_unlock, bm.single_lock, bm.single_unlock);
+                printf("  one dss_lock_many of %ld ids: %.2f ms = %.2fx the time of 100 single "
+                       "dss_lock calls (%.2f ms), %.3fx that of %ld\n", n, lm.many_lock,
+                       ratio(lm.many_lock, hundred_ms), hundred_ms,
+                       ratio(lm.many_lock, lm.single_lock), n);
+                printf("  library/baseline throughput: lock_many %.3f, unlock_many %.3f, "
+                       "single calls %.3f\n", ratio(bm.many_lock, lm.many_lock),
+                       ratio(bm.many_unlock, lm.many_unlock),
+                       ratio(bm.single_lock + bm.single_unlock, lm.single_lock + lm.single_unlock));
+            }
+            fflush(stdout);
+        }
+        free(arraybuf);
+        free(buf);
+        free(ids);
+        check_no_leftovers("batch");
+    }
+}
+
+/* soak: pair on the library for SOAK_MINUTES; windows sampled by the main
+ * thread while the workers run. */
+struct window {
+    double t_s, ops_per_s;
+    long rss_kib, maxrss_kib;
+    struct table_stats ts;
+};
+
+static struct {
+    int nwin;
+    double win_s;
+    struct window *win;
+    int done;
+} g_soak;
+
+static void soak_monitor(struct round *rd, struct worker *w)
+{
+    uint64_t prev = 0;
+    int64_t prev_t = rd->start;
+    for (int k = 0; k < g_soak.nwin; k++) {
+        int64_t until = rd->start + (int64_t)((double)(k + 1) * g_soak.win_s * 1e9);
+        if (until > rd->deadline)
+            until = rd->deadline;
+        struct timespec ts = { until / 1000000000, until % 1000000000 };
+        while (!stopped() && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        if (stopped())
+            return;
+        uint64_t total = 0;
+        for (int i = 0; i < rd->nthreads; i++)
+            total += atomic_load_explicit(&w[i].progress, memory_order_relaxed);
+        int64_t now = now_ns();
+        struct window *x = &g_soak.win[k];
+        x->t_s = (double)(now - rd->start) / 1e9;
+        x->ops_per_s = (double)(total - prev) * 1e9 / (double)(now - prev_t);
+        x->rss_kib = rss_kib();
+        x->maxrss_kib = maxrss_kib();
+        if (!table_stats(&x->ts))
+            x->ts.bytes = -1;
+        prev = total;
+        prev_t = now;
+        g_soak.done = k + 1;
+        progress("soak: %5.0f s: %.0f pairs/s, RSS %ld KiB (peak %ld), dss.locks %lld bytes, "
+                 "%lld dead rows", x->t_s, x->ops_per_s, x->rss_kib, x->maxrss_kib, x->ts.bytes,
+                 x->ts.dead);
+    }
+}
+
+static void wl_soak(void)
+{
+    double total_s = opt.soak_minutes * 60;
+    g_soak.nwin = (int)(total_s / opt.soak_window + 0.5);
+    if (g_soak.nwin < 1)
+        g_soak.nwin = 1;
+    g_soak.win_s = total_s / g_soak.nwin;
+    g_soak.win = xcalloc((size_t)g_soak.nwin, sizeof *g_soak.win);
+    g_soak.done = 0;
+    struct table_stats before = { -1, -1, -1, -1, -1 };
+    table_stats(&before);
+    long maxrss_before = maxrss_kib(), rss_before = rss_kib();
+    struct acc a;
+    acc_init(&a);
+    progress("soak: %d threads, %.1f min, %d windows of %.0f s", (int)opt.soak_threads,
+             opt.soak_minutes, g_soak.nwin, g_soak.win_s);
+    run_round(W_SOAK, LIB, (int)opt.soak_threads, 0, total_s, &a, soak_monitor);
+    if (!stopped() && g_soak.done == g_soak.nwin) {
+        double *rates = xcalloc((size_t)g_soak.nwin, sizeof *rates);
+        for (int k = 0; k < g_soak.nwin; k++)
+            rates[k] = g_soak.win[k].ops_per_s;
+        qsort(rates, (size_t)g_soak.nwin, sizeof *rates, cmp_double);
+        double min = rates[0];
+        double med = g_soak.nwin % 2 ? rates[g_soak.nwin / 2]
+                                     : (rates[g_soak.nwin / 2 - 1] + rates[g_soak.nwin / 2]) / 2;
+        free(rates);
+        const struct window *first = &g_soak.win[0], *last = &g_soak.win[g_soak.nwin - 1];
+        const struct window *mid = &g_soak.win[(g_soak.nwin - 1) / 2];
+        if (opt.json) {
+            json_result_begin("soak");
+            printf(",\"threads\":%ld,\"minutes\":%.2f,\"window_s\":%.1f,\"side\":\"library\"",
+                   opt.soak_threads, opt.soak_minutes, g_soak.win_s);
+            json_side("library", &a);
+            printf(",\"windows\":[");
+            for (int k = 0; k < g_soak.nwin; k++) {
+                const struct window *x = &g_soak.win[k];
+                printf("%s\n      {\"t_s\":%.1f,\"ops_per_s\":%.1f,\"rss_kib\":%ld,"
+                       "\"maxrss_kib\":%ld,\"table_bytes\":%lld,\"n_dead_tup\":%lld,"
+                       "\"n_live_tup\":%lld,\"autovacuum_count\":%lld,\"history_bytes\":%lld}",
+                       k ? "," : "", x->t_s, x->ops_per_s, x->rss_kib, x->maxrss_kib, x->ts.bytes,
+                       x->ts.dead, x->ts.live, x->ts.autovacuums, x->ts.history_bytes);
+            }
+            printf("],\n     \"min_window_ops_per_s\":%.1f,\"median_window_ops_per_s\":%.1f,"
+                   "\"min_over_median\":%.4f,\"rss_before_kib\":%ld,\"maxrss_before_kib\":%ld,"
+                   "\"maxrss_first_window_kib\":%ld,\"maxrss_end_kib\":%ld,"
+                   "\"rss_first_window_kib\":%ld,\"rss_end_kib\":%ld,"
+                   "\"table_bytes_before\":%lld,\"table_bytes_mid\":%lld,\"table_bytes_end\":%lld,"
+                   "\"n_dead_tup_end\":%lld,\"autovacuums\":%lld,\"history_bytes_end\":%lld}",
+                   min, med, ratio(min, med), rss_before, maxrss_before, first->maxrss_kib,
+                   last->maxrss_kib, first->rss_kib, last->rss_kib, before.bytes, mid->ts.bytes,
+                   last->ts.bytes, last->ts.dead, last->ts.autovacuums - before.autovacuums,
+                   last->ts.history_bytes);
+        } else {
+            printf("\nsoak, %ld threads, %.1f min, library only: pair\n", opt.soak_threads,
+                   opt.soak_minutes);
+            printf("  %8s %11s %10s %10s %14s %10s\n", "t (s)", "pairs/s", "RSS KiB",
+                   "peak KiB", "dss.locks B", "dead rows");
+            for (int k = 0; k < g_soak.nwin; k++) {
+                const struct window *x = &g_soak.win[k];
+                printf("  %8.0f %11.1f %10ld %10ld %14lld %10lld\n", x->t_s, x->ops_per_s,
+                       x->rss_kib, x->maxrss_kib, x->ts.bytes, x->ts.dead);
+            }
+            printf("  overall %.1f pairs/s, p50 %.1f µs, p99 %.1f µs, max %.1f µs\n",
+                   acc_rate(&a), h_pct_us(a.lat, 0.5), h_pct_us(a.lat, 0.99),
+                   (double)a.lat->max_ns / 1000);
+            printf("  min window / median window: %.3f; peak RSS after the first window %ld KiB, "
+                   "at the end %ld KiB; dss.locks %lld bytes before, %lld at the end, "
+                   "%lld dead rows, %lld autovacuums\n",
+                   ratio(min, med), first->maxrss_kib, last->maxrss_kib, before.bytes,
+                   last->ts.bytes, last->ts.dead, last->ts.autovacuums - before.autovacuums);
+        }
+        fflush(stdout);
+    }
+    acc_free(&a);
+    free(g_soak.win);
+    g_soak.win = NULL;
+    check_no_leftovers("soak");
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int parse_list(const char *s, long *out, int max, long lo, long hi)
+{
+    int n = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || v < lo || v > hi || n == max)
+            return -1;
+        out[n++] = v;
+        if (*end == 0)
+            return n;
+        if (*end != ',')
+            return -1;
+        s = end + 1;
+    }
+}
+
+static bool parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v > 0) || v > 1e6)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_workloads(const char *s)
+{
+    char buf[256];
+    if (strlen(s) >= sizeof buf)
+        return false;
+    strcpy(buf, s);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (strcmp(tok, "all") == 0) {
+            for (int i = 0; i < W_N; i++)
+                opt.want[i] = true;
+            continue;
+        }
+        int i;
+        for (i = 0; i < W_N && strcmp(tok, wl_name[i]) != 0; i++)
+            ;
+        if (i == W_N)
+            return false;
+        opt.want[i] = true;
+    }
+    return true;
+}
+
+static void bad_option(const char *name, const char *value)
+{
+    fprintf(stderr, "dss_bench: invalid %s '%s' (try --help)\n", name, value);
+    exit(2);
+}
+
+static void parse_options(int argc, char **argv)
+{
+    enum { O_CONNINFO = 256, O_THREADS, O_DURATION, O_ROUNDS, O_WORKLOAD, O_CONTENDERS, O_HOLD,
+           O_BATCH, O_FILL, O_SOAK_MIN, O_SOAK_WIN, O_SOAK_THREADS, O_TTL, O_WARMUP, O_JSON,
+           O_QUIET };
+    static const struct option longopts[] = {
+        { "conninfo", required_argument, NULL, O_CONNINFO },
+        { "threads", required_argument, NULL, O_THREADS },
+        { "duration", required_argument, NULL, O_DURATION },
+        { "rounds", required_argument, NULL, O_ROUNDS },
+        { "workload", required_argument, NULL, O_WORKLOAD },
+        { "contenders", required_argument, NULL, O_CONTENDERS },
+        { "hold-us", required_argument, NULL, O_HOLD },
+        { "batch-sizes", required_argument, NULL, O_BATCH },
+        { "scale-fill", required_argument, NULL, O_FILL },
+        { "soak-minutes", required_argument, NULL, O_SOAK_MIN },
+        { "soak-window", required_argument, NULL, O_SOAK_WIN },
+        { "soak-threads", required_argument, NULL, O_SOAK_THREADS },
+        { "ttl-ms", required_argument, NULL, O_TTL },
+        { "warmup", required_argument, NULL, O_WARMUP },
+        { "json", no_argument, NULL, O_JSON },
+        { "quiet", no_argument, NULL, O_QUIET },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    bool any_workload = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case O_CONNINFO: opt.conninfo = optarg; break;
+        case O_THREADS:
+            if ((opt.nthreads = parse_list(optarg, opt.threads, MAX_LIST, 1, MAX_THREADS)) < 0)
+                bad_option("--threads", optarg);
+            break;
+        case O_DURATION:
+            if (!parse_seconds(optarg, &opt.duration))
+                bad_option("--duration", optarg);
+            break;
+        case O_ROUNDS:
+            if (parse_list(optarg, &opt.rounds, 1, 1, MAX_ROUNDS) != 1)
+                bad_option("--rounds", optarg);
+            break;
+        case O_WORKLOAD:
+            if (!parse_workloads(optarg))
+                bad_option("--workload", optarg);
+            any_workload = true;
+            break;
+        case O_CONTENDERS:
+            if (parse_list(optarg, &opt.contenders, 1, 2, MAX_THREADS) != 1)
+                bad_option("--contenders", optarg);
+            break;
+        case O_HOLD:
+            if (parse_list(optarg, &opt.hold_us, 1, 0, 999999) != 1)
+                bad_option("--hold-us", optarg);
+            break;
+        case O_BATCH:
+            if ((opt.nbatch = parse_list(optarg, opt.batch, MAX_LIST, 1, 10000000)) < 0)
+                bad_option("--batch-sizes", optarg);
+            break;
+        case O_FILL:
+            if ((opt.nfill = parse_list(optarg, opt.fill, MAX_LIST, 0, 1000000000)) < 0)
+                bad_option("--scale-fill", optarg);
+            break;
+        case O_SOAK_MIN:
+            if (!parse_seconds(optarg, &opt.soak_minutes))
+                bad_option("--soak-minutes", optarg);
+            break;
+        case O_SOAK_WIN:
+            if (!parse_seconds(optarg, &opt.soak_window))
+                bad_option("--soak-window", optarg);
+            break;
+        case O_SOAK_THREADS:
+            if (parse_list(optarg, &opt.soak_threads, 1, 1, MAX_THREADS) != 1)
+                bad_option("--soak-threads", optarg);
+            break;
+        case O_TTL:
+            if (parse_list(optarg, &opt.ttl_ms, 1, 0, LONG_MAX) != 1)
+                bad_option("--ttl-ms", optarg);
+            break;
+        case O_WARMUP:
+            if (strcmp(optarg, "0") == 0)
+                opt.warmup = 0;
+            else if (!parse_seconds(optarg, &opt.warmup))
+                bad_option("--warmup", optarg);
+            break;
+        case O_JSON: opt.json = true; break;
+        case O_QUIET: opt.quiet = true; break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); exit(2);
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "dss_bench: unexpected argument '%s' (try --help)\n", argv[optind]);
+        exit(2);
+    }
+    if (!any_workload)
+        parse_workloads("all");
+    if (opt.nthreads == 0) {
+        opt.threads[0] = 1;
+        opt.threads[1] = 8;
+        opt.nthreads = 2;
+    }
+    if (opt.nbatch == 0) {
+        opt.batch[0] = 1000;
+        opt.batch[1] = 10000;
+        opt.nbatch = 2;
+    }
+    if (opt.nfill == 0) {
+        opt.fill[0] = 0;
+        opt.fill[1] = 100000;
+        opt.fill[2] = 1000000;
+        opt.nfill = 3;
+    }
+    if (!opt.conninfo) {
+        const char *env = getenv("PHOBOS_DSS_connect_string");
+        if (env && *env)
+            opt.conninfo = env;
+    }
+    if (!opt.conninfo) {
+        fprintf(stderr, "dss_bench: no database: give --conninfo or set "
+                        "PHOBOS_DSS_connect_string (try --help)\n");
+        exit(2);
+    }
+}
+
+/* The library's pool must not be the bottleneck: one connection per thread. */
+static void size_pool(void)
+{
+    long need = 1;
+    for (int i = 0; i < opt.nthreads; i++)
+        if (opt.threads[i] > need)
+            need = opt.threads[i];
+    if ((opt.want[W_CONTENDED] || opt.want[W_CONTENDED_WAIT]) && opt.contenders > need)
+        need = opt.contenders;
+    if (opt.want[W_SOAK] && opt.soak_threads > need)
+        need = opt.soak_threads;
+    const char *set = getenv("PHOBOS_DSS_pool_size");
+    if (set && *set) {
+        if (atol(set) < need)
+            fprintf(stderr, "dss_bench: warning: PHOBOS_DSS_pool_size=%s is below the %ld "
+                            "threads: library calls will queue for connections\n", set, need);
+        return;
+    }
+    char buf[24];
+    snprintf(buf, sizeof buf, "%ld", need > 8 ? need : 8);
+    setenv("PHOBOS_DSS_pool_size", buf, 1);
+}
+
+static void print_header(void)
+{
+    const char *pool = getenv("PHOBOS_DSS_pool_size");
+    if (opt.json) {
+        printf("{\n  \"program\":\"dss_bench\",\"libdss_version\":");
+        json_str(dss_version());
+        printf(",\"libpq_version\":%d,\"server_version\":", PQlibVersion());
+        json_str(g_server_version);
+        printf(",\n  \"settings\":{\"threads\":[");
+        for (int i = 0; i < opt.nthreads; i++)
+            printf("%s%ld", i ? "," : "", opt.threads[i]);
+        printf("],\"duration_s\":%g,\"rounds\":%ld,\"contenders\":%ld,\"hold_us\":%ld,"
+               "\"batch_sizes\":[", opt.duration, opt.rounds, opt.contenders, opt.hold_us);
+        for (int i = 0; i < opt.nbatch; i++)
+            printf("%s%ld", i ? "," : "", opt.batch[i]);
+        printf("],\"scale_fill\":[");
+        for (int i = 0; i < opt.nfill; i++)
+            printf("%s%ld", i ? "," : "", opt.fill[i]);
+        printf("],\"soak_minutes\":%g,\"soak_window_s\":%g,\"soak_threads\":%ld,\"ttl_ms\":%ld,"
+               "\"warmup_s\":%g,\"pool_size\":",
+               opt.soak_minutes, opt.soak_window, opt.soak_threads, opt.ttl_ms, opt.warmup);
+        json_str(pool ? pool : "");
+        printf(",\"workloads\":[");
+        for (int i = 0, n = 0; i < W_N; i++)
+            if (opt.want[i]) {
+                printf("%s", n++ ? "," : "");
+                json_str(wl_name[i]);
+            }
+        printf("]},\n  \"results\":[");
+    } else {
+        printf("dss_bench: libdss %s, libpq %d, PostgreSQL %s; %g s rounds, %ld per side, "
+               "library pool_size %s\n", dss_version(), PQlibVersion(), g_server_version,
+               opt.duration, opt.rounds, pool ? pool : "(default)");
+        printf("ops/s; latency per call (µs, log-linear histogram, ±1.6 %%); CPU µs/op: the\n"
+               "benchmark process's own CPU time (user + system, all threads) per operation\n");
+    }
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    parse_options(argc, argv);
+    size_pool();
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    snprintf(g_prefix, sizeof g_prefix, "bench:%ld:", (long)getpid());
+    snprintf(g_prefix_end, sizeof g_prefix_end, "bench:%ld;", (long)getpid());   /* ';' follows ':' */
+
+    g_admin = connect_or_die("admin");
+    const char *sv = PQparameterStatus(g_admin, "server_version");
+    snprintf(g_server_version, sizeof g_server_version, "%s", sv ? sv : "?");
+
+    int rc = dss_init_conninfo(&g_h, opt.conninfo);
+    if (rc != 0) {
+        fprintf(stderr, "dss_bench: dss_init_conninfo returned %d (%s): %s\n", rc,
+                errno_name(rc), dss_last_error());
+        PQfinish(g_admin);
+        return 2;
+    }
+
+    print_header();
+
+    if (opt.warmup > 0) {
+        int n = 1;
+        for (int i = 0; i < opt.nthreads; i++)
+            if (opt.threads[i] > n)
+                n = (int)opt.threads[i];
+        progress("warm-up: pair, %d threads, %g s per side", n, opt.warmup);
+        struct acc a;
+        acc_init(&a);
+        run_round(W_WARMUP, LIB, n, 0, opt.warmup, &a, NULL);
+        if (!stopped())
+            run_round(W_WARMUP, BASE, n, 0, opt.warmup, &a, NULL);
+        acc_free(&a);
+        check_no_leftovers("warm-up");
+    }
+
+    for (int i = 0; i < W_N && !stopped(); i++) {
+        if (!opt.want[i])
+            continue;
+        switch ((enum wl)i) {
+        case W_PAIR: case W_REFRESH: case W_STATUS: wl_rates((enum wl)i); break;
+        case W_CONTENDED: case W_CONTENDED_WAIT: wl_contended((enum wl)i); break;
+        case W_BATCH: wl_batch(); break;
+        case W_SCALE: wl_scale(); break;
+        case W_SOAK: wl_soak(); break;
+        default: break;
+        }
+    }
+
+    /* Whatever happened: remove this run's rows (the filler included). */
+    remove_filler();
+    if (stopped()) {
+        long long n = admin_delete(g_prefix, g_prefix_end);
+        if (n > 0)
+            progress("removed %lld lock rows left by the interrupted run", n);
+    }
+
+    int status = atomic_load(&g_stop) == RUNNING ? 0 : 1;
+    if (opt.json) {
+        printf("\n  ],\n  \"maxrss_kib\":%ld,\"status\":\"%s\"\n}\n", maxrss_kib(),
+               status == 0 ? "ok" : atomic_load(&g_stop) == STOP_SIGNAL ? "interrupted" : "failed");
+    } else {
+        printf("\npeak RSS %ld KiB%s\n", maxrss_kib(),
+               status == 0 ? "" : atomic_load(&g_stop) == STOP_SIGNAL ? " (interrupted)"
+                                                                       : " (FAILED)");
+    }
+    dss_fini(&g_h);
+    for (int i = 0; i < MAX_THREADS; i++)
+        if (g_base[i])
+            PQfinish(g_base[i]);
+    PQfinish(g_admin);
+    return status;
+}

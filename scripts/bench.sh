@@ -1,0 +1,402 @@
+#!/bin/sh
+# Benchmarks libdss against its own SQL sent straight through libpq, on a
+# private PostgreSQL, and writes a Markdown report.
+#
+#   scripts/bench.sh [OUTFILE]          (default: BENCHMARKS.md at the top)
+#
+# Builds and installs the library and examples/dss_bench.c into build/stage
+# (make install PREFIX=...), starts a throwaway cluster with pgtmp.sh
+# (default settings), runs every workload of dss_bench with --json, removes
+# the cluster whatever happens, and turns the JSON into OUTFILE with the
+# machine, the versions, the command, one table per workload and every
+# target marked PASS or FAIL.
+#
+# Knobs (environment):
+#   BENCH_DURATION     seconds per round (default 5)
+#   BENCH_ROUNDS       rounds per side, library and baseline alternating (3)
+#   BENCH_THREADS      thread counts of pair, refresh, status, scale (1,8)
+#   BENCH_WORKLOADS    comma list (default all; see dss_bench --help)
+#   BENCH_CONTENDERS   threads of contended / contended-wait (8)
+#   BENCH_HOLD_US      how long a contender holds the lock (100)
+#   BENCH_BATCH_SIZES  ids per batch (1000,10000)
+#   BENCH_SCALE_FILL   other locks held during scale (0,100000,1000000)
+#   BENCH_WARMUP       untimed warm-up per side, seconds (1)
+#   SOAK_MINUTES       soak length (5); SOAK_WINDOW seconds per window (30);
+#   SOAK_THREADS       soak threads (8)
+#   BENCH_PG_OPTS      extra server settings, e.g. "-c synchronous_commit=off"
+#                      (passed to pgtmp.sh as PGTMP_OPTS; shown in the report)
+#   BENCH_STAGE        install prefix (default build/stage)
+#   BENCH_JSON         also keep dss_bench's JSON in this file
+#   BENCH_STRICT=1     exit 3 if any target fails
+# Quick run: BENCH_DURATION=2 SOAK_MINUTES=1 scripts/bench.sh /tmp/BENCH.md
+#
+# Exit status: 0 report written; 1 build or benchmark failed (no report);
+# 2 usage; 3 report written but a target failed (BENCH_STRICT=1 only).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+[ $# -le 1 ] || { echo "usage: $0 [OUTFILE]" >&2; exit 2; }
+out=${1:-$root/BENCHMARKS.md}
+case $out in /*) ;; *) out=$PWD/$out ;; esac
+
+# The command line, as run: knobs set in the environment, then the script.
+command_line=""
+for v in BENCH_DURATION BENCH_ROUNDS BENCH_THREADS BENCH_WORKLOADS BENCH_CONTENDERS \
+         BENCH_HOLD_US BENCH_BATCH_SIZES BENCH_SCALE_FILL BENCH_WARMUP SOAK_MINUTES \
+         SOAK_WINDOW SOAK_THREADS BENCH_PG_OPTS BENCH_STAGE BENCH_JSON BENCH_STRICT; do
+    eval "val=\${$v:-}"
+    [ -z "$val" ] || command_line="$command_line$v='$val' "
+done
+command_line="${command_line}scripts/bench.sh${1:+ $1}"
+
+stage=${BENCH_STAGE:-$root/build/stage}
+case $stage in /*) ;; *) stage=$root/$stage ;; esac
+
+command -v python3 >/dev/null 2>&1 || { echo "bench: python3 is required for the report" >&2; exit 1; }
+cd "$root"
+sh "$here/deps.sh"
+
+echo "bench: building and installing into $stage"
+log=$(mktemp /tmp/dss-bench-build.XXXXXX)
+if ! make install PREFIX="$stage" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "bench: make install failed" >&2
+    exit 1
+fi
+rm -f "$log"
+bench=$stage/libexec/dss/dss_bench
+[ -x "$bench" ] || { echo "bench: no $bench after make install" >&2; exit 1; }
+
+dir=$(mktemp -d /tmp/dss-bench.XXXXXX)
+json=$(mktemp /tmp/dss-bench-json.XXXXXX)
+cleanup() {
+    sh "$here/pgtmp.sh" destroy "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir" "$json"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+export PG_BIN
+DSS_SQL_DIR=$stage/share/dss/sql
+export DSS_SQL_DIR
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${loadavg%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+    echo "bench: warning: load average $loadavg on $(nproc) CPUs: the figures will be noisy" >&2
+fi
+echo "bench: starting a private PostgreSQL in $dir"
+conninfo=$(PGTMP_OPTS="${BENCH_PG_OPTS:-}" sh "$here/pgtmp.sh" start "$dir")
+
+set -- --conninfo "$conninfo" --json \
+    --duration "${BENCH_DURATION:-5}" --rounds "${BENCH_ROUNDS:-3}" \
+    --threads "${BENCH_THREADS:-1,8}" --workload "${BENCH_WORKLOADS:-all}" \
+    --contenders "${BENCH_CONTENDERS:-8}" --hold-us "${BENCH_HOLD_US:-100}" \
+    --batch-sizes "${BENCH_BATCH_SIZES:-1000,10000}" \
+    --scale-fill "${BENCH_SCALE_FILL:-0,100000,1000000}" \
+    --soak-minutes "${SOAK_MINUTES:-5}" --soak-window "${SOAK_WINDOW:-30}" \
+    --soak-threads "${SOAK_THREADS:-8}" --warmup "${BENCH_WARMUP:-1}"
+bench_line="dss_bench $*"
+echo "bench: $bench_line"
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+status=0
+"$bench" "$@" >"$json" || status=$?
+if [ "$status" != 0 ]; then
+    echo "bench: dss_bench failed (exit $status): no report written" >&2
+    exit 1
+fi
+[ -z "${BENCH_JSON:-}" ] || cp "$json" "$BENCH_JSON"
+
+report=0
+BENCH_META_DATE="$started" \
+BENCH_META_COMMAND="$command_line" \
+BENCH_META_BENCH="$bench_line" \
+BENCH_META_NPROC="$(nproc)" \
+BENCH_META_CPU="$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)" \
+BENCH_META_MEM_KB="$(sed -n 's/^MemTotal:[[:space:]]*\([0-9]*\).*/\1/p' /proc/meminfo)" \
+BENCH_META_KERNEL="$(uname -srm)" \
+BENCH_META_PG_BIN="$PG_BIN" \
+BENCH_META_PG_OPTS="${BENCH_PG_OPTS:-}" \
+BENCH_META_LOADAVG="$loadavg" \
+BENCH_META_LOADAVG_END="$(cut -d' ' -f1-3 /proc/loadavg)" \
+python3 - "$json" "$out" <<'PYTHON' || report=$?
+"""Turns dss_bench --json into the Markdown report, with PASS/FAIL targets."""
+import json, os, sys
+
+src, out = sys.argv[1], sys.argv[2]
+doc = json.load(open(src))
+meta = {k[len("BENCH_META_"):].lower(): v for k, v in os.environ.items()
+        if k.startswith("BENCH_META_")}
+res = doc["results"]
+st = doc["settings"]
+targets = []          # (what, measured, ok or None)
+lines = []
+w = lines.append
+
+
+def target(what, measured, ok, noisy=False):
+    targets.append((what, measured, ok, noisy))
+    return verdict(ok, noisy)
+
+
+def verdict(ok, noisy=False):
+    v = "n/a" if ok is None else ("**PASS**" if ok else "**FAIL**")
+    return v + " (noisy)" if noisy else v
+
+
+def noisy(*sides):
+    """Rounds of one side differ by more than 1.5x: the machine's load changed."""
+    for s in sides:
+        r = [x for x in s["round_ops_per_s"] if x > 0]
+        if len(r) > 1 and max(r) > 1.5 * min(r):
+            return True
+    return False
+
+
+def f(x, nd=1):
+    return "–" if x is None else f"{x:,.{nd}f}"
+
+
+def by(name):
+    return [r for r in res if r["workload"] == name]
+
+
+def lat(s):
+    return f"{f(s['p50_us'])} / {f(s['p99_us'])} / {f(s['max_us'])}"
+
+
+def cpu(lib, base):
+    return f"{lib['cpu_us_per_op']:.1f} / {base['cpu_us_per_op']:.1f}"
+
+
+def rounds(s):
+    return " ".join(f"{x:.0f}" for x in s["round_ops_per_s"])
+
+
+mem_gib = int(meta.get("mem_kb") or 0) / 1024 / 1024
+w("# libdss benchmarks")
+w("")
+w(f"Generated by `scripts/bench.sh` (program: `examples/dss_bench.c`) on {meta['date']}.")
+w("")
+w("| | |")
+w("|---|---|")
+w(f"| Machine | {meta['nproc']} × {meta['cpu']}, {mem_gib:.1f} GiB RAM |")
+w(f"| Kernel | {meta['kernel']} |")
+pg_opts = meta.get("pg_opts") or ""
+w(f"| PostgreSQL | {doc['server_version']} (`{meta['pg_bin']}`), private cluster from "
+  f"`scripts/pgtmp.sh`, Unix socket, default settings"
+  + (f" plus `{pg_opts}`" if pg_opts else "") + " |")
+lv = doc["libpq_version"]
+w(f"| libdss / libpq | {doc['libdss_version']} / {lv // 10000}.{lv % 10000} |")
+busy = float(meta["loadavg"].split()[0]) > 0.5 * int(meta["nproc"]) or \
+    float(meta["loadavg_end"].split()[0]) > 1.5 * int(meta["nproc"])
+w(f"| Load average | {meta['loadavg']} at start, {meta['loadavg_end']} at the end (client and "
+  f"server share the machine{'; **the machine was busy with other work: figures are noisy**' if busy else ''}) |")
+w(f"| Command | `{meta['command']}` |")
+w(f"| Benchmark | `{meta['bench']}` |")
+w(f"| Rounds | {st['rounds']} per side of {st['duration_s']:g} s, library and baseline "
+  f"alternating (ABAB…); library pool_size {st['pool_size']} |")
+w("")
+w("**Library**: libdss, one `dss_handle` shared by all threads (as a daemon uses it). "
+  "**Baseline**: the same SQL statements (`BENCH_SQL_*` in `dss_bench.c`, identical to the "
+  "library's), sent through libpq by the same program: one connection per thread, each "
+  "statement prepared once per connection, binary parameters and results, read the way the "
+  "library reads them. Latencies are per call (µs, p50 / p99 / max); throughput ratio = "
+  "library ops/s ÷ baseline ops/s over all rounds; *same-round* = median over rounds of that "
+  "ratio within one round, which resists load that comes and goes on the machine; *client "
+  "CPU µs/op* = the benchmark process's own CPU time (user + system, all threads) per "
+  "operation, which does not depend on the load.")
+w("")
+
+body = []
+b = body.append
+
+# pair / refresh / status
+names = {"pair": "pair: `dss_lock` + `dss_unlock`, distinct ids per thread (pairs/s)",
+         "refresh": "refresh: `dss_lock_refresh` of a lock each thread holds (calls/s)",
+         "status": "status: `dss_lock_status` (owner + timestamp) of a held lock (calls/s)"}
+for name, title in names.items():
+    rows = by(name)
+    if not rows:
+        continue
+    b(f"## {title}")
+    b("")
+    b("| threads | library ops/s | baseline ops/s | ratio (≥ 0.95) | same-round | "
+      "library p50 / p99 / max | baseline p50 / p99 / max | p99 ratio (≤ 1.2) | "
+      "client CPU µs/op library / baseline | per round: library ; baseline |")
+    b("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        t = r["threads"]
+        lib, base = r["library"], r["baseline"]
+        nz = noisy(lib, base)
+        tr = target(f"{name}, {t} thread{'s' if t > 1 else ''}: throughput ≥ 0.95× baseline",
+                    f"{r['throughput_ratio']:.3f}", r["throughput_ratio"] >= 0.95, nz)
+        pr = target(f"{name}, {t} thread{'s' if t > 1 else ''}: p99 ≤ 1.2× baseline",
+                    f"{r['p99_ratio']:.3f}", r["p99_ratio"] <= 1.2, nz)
+        b(f"| {t} | {f(lib['ops_per_s'])} | {f(base['ops_per_s'])} | "
+          f"{r['throughput_ratio']:.3f} {tr} | {r['paired_ratio_median']:.3f} | {lat(lib)} | "
+          f"{lat(base)} | {r['p99_ratio']:.3f} {pr} | {cpu(lib, base)} | "
+          f"{rounds(lib)} ; {rounds(base)} |")
+    b("")
+
+# contended / contended-wait
+for name in ("contended", "contended-wait"):
+    rows = by(name)
+    if not rows:
+        continue
+    r = rows[0]
+    if name == "contended":
+        b(f"## contended: {r['threads']} threads on one id, `dss_lock` until taken "
+          f"(`sched_yield` between tries), hold {r['hold_us']} µs, `dss_unlock`")
+    else:
+        b(f"## contended-wait: {r['threads']} threads on one id with `dss_lock_wait`, hold "
+          f"{r['hold_us']} µs, `dss_unlock`")
+        b("")
+        b("The baseline is the `contended` retry loop through libpq (the library's waiting "
+          "protocol has no single-statement equivalent). Library call latency here is the "
+          "whole `dss_lock_wait` call, i.e. the wait.")
+    b("")
+    b("| side | acquisitions/s | handoffs/s | call p50 / p99 / max µs | wait p50 / p99 µs | "
+      "longest wait µs | thread-rounds without the lock | exclusion violations |")
+    b("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for side in ("library", "baseline"):
+        s = r[side]
+        b(f"| {side} | {f(s['ops_per_s'])} | {f(s['handoffs_per_s'])} | {lat(s)} | "
+          f"{f(s['wait_p50_us'])} / {f(s['wait_p99_us'])} | {f(s['max_wait_us'])} | "
+          f"{s['idle_thread_rounds']} | {s['violations']} |")
+    v = r["library"]["violations"] + r["baseline"]["violations"]
+    b("")
+    b(f"Library/baseline acquisitions: {r['throughput_ratio']:.3f} (same-round "
+      f"{r['paired_ratio_median']:.3f}). Mutual exclusion: "
+      + target(f"{name}: no two holders at once", str(v), v == 0) + ".")
+    b("")
+
+# batch
+rows = by("batch")
+if rows:
+    b("## batch: one `dss_lock_many` / `dss_unlock_many` call vs single calls (ms, median of rounds)")
+    b("")
+    b("| ids | side | lock_many | unlock_many | n × dss_lock | n × dss_unlock | µs per dss_lock |")
+    b("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        for side in ("library", "baseline"):
+            s = r[side]
+            b(f"| {r['ids']:,} | {side} | {f(s['lock_many_ms'], 2)} | {f(s['unlock_many_ms'], 2)} | "
+              f"{f(s['single_lock_ms'])} | {f(s['single_unlock_ms'])} | "
+              f"{f(s['single_lock_us_per_call'])} |")
+    b("")
+    for r in rows:
+        line = (f"- {r['ids']:,} ids: one `dss_lock_many` = {r['library']['lock_many_ms']:.2f} ms "
+                f"= {r['lock_many_over_hundred_singles']:.2f}× the time of 100 single `dss_lock` "
+                f"calls ({r['hundred_single_locks_ms']:.2f} ms), "
+                f"{r['lock_many_over_singles']:.3f}× that of {r['ids']:,}; library/baseline "
+                f"throughput: lock_many {r['lock_many_ratio']:.3f}, unlock_many "
+                f"{r['unlock_many_ratio']:.3f}, single calls {r['singles_ratio']:.3f}.")
+        if r["ids"] == 10000:
+            line += " Target " + target(
+                "batch: 10 000 ids in one dss_lock_many faster than 100 single dss_lock",
+                f"{r['library']['lock_many_ms']:.1f} ms vs {r['hundred_single_locks_ms']:.1f} ms",
+                r["library"]["lock_many_ms"] < r["hundred_single_locks_ms"])
+        b(line)
+    if not any(r["ids"] == 10000 for r in rows):
+        target("batch: 10 000 ids in one dss_lock_many faster than 100 single dss_lock",
+               "not run (no batch of 10 000)", None)
+    b("")
+
+# soak
+rows = by("soak")
+if rows:
+    r = rows[0]
+    b(f"## soak: pair, {r['threads']} threads, {r['minutes']:g} min, library only")
+    b("")
+    b("| t (s) | pairs/s | RSS KiB | peak RSS KiB | dss.locks bytes | dead rows | live rows | "
+      "autovacuums (total) | dss.lock_history bytes |")
+    b("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for x in r["windows"]:
+        hist = "–" if x["history_bytes"] < 0 else f"{x['history_bytes']:,}"
+        b(f"| {x['t_s']:.0f} | {f(x['ops_per_s'])} | {x['rss_kib']:,} | {x['maxrss_kib']:,} | "
+          f"{x['table_bytes']:,} | {x['n_dead_tup']:,} | {x['n_live_tup']:,} | "
+          f"{x['autovacuum_count']} | {hist} |")
+    b("")
+    lib = r["library"]
+    b(f"Overall {f(lib['ops_per_s'])} pairs/s, latency p50 / p99 / max {lat(lib)} µs.")
+    b("")
+    mom = r["min_over_median"]
+    b("- Throughput: slowest window / median window = "
+      f"{mom:.3f} " + target("soak: no window below 0.8× the median", f"{mom:.3f}", mom >= 0.8))
+    first, end = r["maxrss_first_window_kib"], r["maxrss_end_kib"]
+    slack = max(1024, 0.02 * first)
+    b(f"- Peak RSS: {first:,} KiB after the first window, {end:,} KiB at the end "
+      f"(flat: at most +{slack:,.0f} KiB; before the soak {r['maxrss_before_kib']:,} KiB) "
+      + target("soak: peak RSS flat (end ≤ first window + max(1 MiB, 2 %))",
+               f"{first:,} → {end:,} KiB", end - first <= slack))
+    mid, tend = r["table_bytes_mid"], r["table_bytes_end"]
+    bound = 1.25 * mid + 1024 * 1024
+    b(f"- dss.locks (`pg_total_relation_size`): {r['table_bytes_before']:,} bytes before, "
+      f"{mid:,} at mid-soak, {tend:,} at the end; {r['n_dead_tup_end']:,} dead rows at the "
+      f"end (`pg_stat_user_tables.n_dead_tup`), {r['autovacuums']} autovacuums during the soak. "
+      "Bounded = end ≤ 1.25 × mid-soak + 1 MiB (linear growth would double it; meaningful "
+      "once the soak spans a few autovacuum cycles, i.e. ≥ 5 min) "
+      + target("soak: dss.locks size bounded (end ≤ 1.25× mid-soak + 1 MiB)",
+               f"{mid:,} → {tend:,} bytes", tend <= bound))
+    if r["history_bytes_end"] >= 0:
+        b(f"- dss.lock_history is {r['history_bytes_end']:,} bytes at the end: append-only by "
+          "design (one row per acquisition and release), pruned by the operator; not a target.")
+    b("")
+
+# scale
+rows = by("scale")
+if rows:
+    b("## scale: pair with other locks already held (pairs/s)")
+    b("")
+    b("| other locks | threads | library | vs none | baseline | vs none | ratio | same-round | "
+      "library p50 / p99 / max | baseline p50 / p99 / max | client CPU µs/op |")
+    b("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    top = max(r["fill"] for r in rows)
+    for r in rows:
+        vl = r.get("library_vs_empty")
+        vb = r.get("baseline_vs_empty")
+        cell = "–" if vl is None else f"{vl:.3f}"
+        if vl is not None and r["fill"] == top:
+            empty = [e for e in rows if e["fill"] == 0 and e["threads"] == r["threads"]]
+            nz = noisy(r["library"], *(e["library"] for e in empty))
+            cell += " " + target(f"scale, {r['threads']} thread{'s' if r['threads'] > 1 else ''}: "
+                                 f"{top:,} other locks ≥ 0.8× none", f"{vl:.3f}", vl >= 0.8, nz)
+        b(f"| {r['fill']:,} | {r['threads']} | {f(r['library']['ops_per_s'])} | {cell} | "
+          f"{f(r['baseline']['ops_per_s'])} | {'–' if vb is None else f'{vb:.3f}'} | "
+          f"{r['throughput_ratio']:.3f} | {r['paired_ratio_median']:.3f} | "
+          f"{lat(r['library'])} | {lat(r['baseline'])} | {cpu(r['library'], r['baseline'])} |")
+    if top != 1000000:
+        target("scale: 1 000 000 other locks ≥ 0.8× none", f"not run (largest fill {top:,})", None)
+    b("")
+
+passed = sum(1 for t in targets if t[2] is True)
+failed = sum(1 for t in targets if t[2] is False)
+noisy_n = sum(1 for t in targets if t[3])
+w(f"## Targets: {passed} pass, {failed} fail")
+w("")
+if noisy_n:
+    w(f"{noisy_n} verdicts are marked *(noisy)*: the rounds of one side differed by more than "
+      "1.5× (max / min), i.e. the load on the machine changed during the measurement; rerun "
+      "them on an idle machine before trusting them.")
+    w("")
+w("| target | measured | result |")
+w("|---|---:|---|")
+for what, measured, ok, nz in targets:
+    w(f"| {what} | {measured} | {verdict(ok, nz)} |")
+w("")
+lines.extend(body)
+w(f"Peak RSS of the benchmark process over the whole run: {doc['maxrss_kib']:,} KiB.")
+with open(out, "w") as fh:
+    fh.write("\n".join(lines) + "\n")
+print(f"bench: wrote {out}: {passed} targets pass, {failed} fail"
+      + (f" ({noisy_n} noisy)" if noisy_n else ""))
+sys.exit(3 if failed else 0)
+PYTHON
+case $report in
+0) ;;
+3) [ "${BENCH_STRICT:-}" != 1 ] || exit 3 ;;
+*) echo "bench: could not write the report" >&2; exit 1 ;;
+esac

@@ -232,17 +232,21 @@ pub fn history(h: &Handle, id: &str, limit: u32) -> Result<Vec<Event>> {
         .collect())
 }
 
-/// The conventional owner name of this process, `"<hostname>:<pid>"`.
+/// The conventional owner name of this process, `"<hostname>:<pid>"`. The
+/// host name is read once per process.
 pub fn owner_self() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "localhost".to_string()
-    };
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most buf.len() bytes into buf.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        if rc == 0 {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            "localhost".to_string()
+        }
+    });
     format!("{host}:{}", std::process::id())
 }
 

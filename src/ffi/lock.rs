@@ -272,7 +272,13 @@ pub extern "C" fn dss_unlock(
         let h = handle_arg(handle)?;
         let id = id_arg(lock_id)?;
         let owner = optional_owner(lock_owner)?;
-        lock::unlock(h, id, owner, &lock::owner_self()).map(|()| 0)
+        // The actor is only recorded for a forced release.
+        let actor = if owner.is_none() {
+            lock::owner_self()
+        } else {
+            String::new()
+        };
+        lock::unlock(h, id, owner, &actor).map(|()| 0)
     })
 }
 

@@ -78,6 +78,23 @@ void ct_open_with(struct dss_handle *h, const char *conninfo);
         return 0;                                                                                  \
     }
 
+/* The same with two handles `a` and `b`: two clients of one database. */
+#define CT_GROUP_WITH_TWO_HANDLES(a, b)                                                            \
+    static int group_setup(void **state)                                                           \
+    {                                                                                              \
+        (void)state;                                                                               \
+        ct_open(&(a));                                                                             \
+        ct_open(&(b));                                                                             \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static int group_teardown(void **state)                                                        \
+    {                                                                                              \
+        (void)state;                                                                               \
+        dss_fini(&(a));                                                                            \
+        dss_fini(&(b));                                                                            \
+        return 0;                                                                                  \
+    }
+
 /* Asserts that a libdss call returned exactly `expected`, printing both
  * errno names and dss_last_error() otherwise. For the test's main thread
  * only (cmocka's longjmp). */

@@ -19,21 +19,7 @@
 
 static struct dss_handle h1, h2;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    ct_open(&h1);
-    ct_open(&h2);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dss_fini(&h1);
-    dss_fini(&h2);
-    return 0;
-}
+CT_GROUP_WITH_TWO_HANDLES(h1, h2)
 
 /* n ids "<unique prefix>.<tag><i>", in ids[] (each char[128]). */
 typedef char lockid_buf[128];

@@ -25,21 +25,7 @@
 
 static struct dss_handle h1, h2; /* two clients of the same database */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    ct_open(&h1);
-    ct_open(&h2);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dss_fini(&h1);
-    dss_fini(&h2);
-    return 0;
-}
+CT_GROUP_WITH_TWO_HANDLES(h1, h2)
 
 /* dss_lock_info() of a lock that must exist; the caller clears it. */
 static struct dss_lock_info info_of(struct dss_handle *h, const char *id)

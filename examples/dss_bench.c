@@ -31,6 +31,9 @@
  * with the call, the code and dss_last_error() (or libpq's message) on
  * stderr, and exit status 1.
  *
+ * Lock ids start with "bench:<pid>:"; key-value workloads write bucket
+ * "bench", keys starting with the same prefix. A run removes both.
+ *
  * Build: cc -std=c11 -O2 dss_bench.c $(pkg-config --cflags --libs dss libpq) -pthread
  */
 
@@ -61,8 +64,9 @@
 
 /* ==== BENCH_SQL: the library's statements, verbatim ====================
  * Each BENCH_SQL_<NAME> is the exact text of the library's statement <NAME>
- * (`pub static NAME: Query` in src/sql/lock.rs: its `text`, with concat!()
- * and the Rust line continuations resolved). A cargo test compares them:
+ * (`pub static NAME: Query` in src/sql/lock.rs, or src/sql/kv.rs for the
+ * KV_ ones: its `text`, with concat!() and the Rust line continuations
+ * resolved; one line each). A cargo test (tests/bench_sql.rs) compares them:
  * change them only together with the library. Nothing else goes here.
  */
 #define BENCH_SQL_LOCK "SELECT dss.lock_acquire($1, $2, $3)"
@@ -70,6 +74,8 @@
 #define BENCH_SQL_UNLOCK "WITH cur AS ( SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1), del AS ( DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', $1, $2, token FROM del) SELECT EXISTS (SELECT 1 FROM del), coalesce((SELECT expired FROM del), false), (SELECT owner FROM cur), coalesce((SELECT expired FROM cur), false)"
 #define BENCH_SQL_STATUS "SELECT owner, ts FROM dss.locks WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())"
 #define BENCH_SQL_LOCK_MANY "SELECT conflict_ord, holder FROM dss.lock_many($1, $2, $3)"
+#define BENCH_SQL_KV_SET "INSERT INTO dss.kv AS kv (bucket, key, value, version, expires_at) SELECT $1, $2, $3, nextval('dss.kv_version_seq'), CASE WHEN $4 > 0 THEN now() + $4 * interval '1 millisecond' END WHERE true ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value, version = greatest(excluded.version, kv.version + 1), expires_at = excluded.expires_at, updated_at = now(), created_at = CASE WHEN (kv.expires_at IS NULL OR kv.expires_at > now()) THEN kv.created_at ELSE now() END RETURNING version"
+#define BENCH_SQL_KV_GET "SELECT value, version FROM dss.kv AS kv WHERE bucket = $1 AND key = $2 AND (kv.expires_at IS NULL OR kv.expires_at > now())"
 #define BENCH_SQL_UNLOCK_MANY "WITH req AS ( SELECT r.id, r.ord FROM unnest($1::text[]) WITH ORDINALITY AS r(id, ord)), cur AS ( SELECT l.id, l.owner, coalesce(l.expires_at <= now(), false) AS expired FROM dss.locks l WHERE l.id = ANY ($1) ORDER BY l.id FOR UPDATE), del AS ( DELETE FROM dss.locks l USING cur WHERE l.id = cur.id AND cur.owner = $2 RETURNING l.id, l.token, cur.expired, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', id, $2, token FROM del), bad AS ( SELECT req.ord, req.id FROM req WHERE req.id NOT IN (SELECT id FROM del WHERE NOT expired) ORDER BY req.ord LIMIT 1) SELECT bad.ord, del.id IS NOT NULL, coalesce(del.expired, false), cur.owner, coalesce(cur.expired, false) FROM bad LEFT JOIN cur ON cur.id = bad.id LEFT JOIN del ON del.id = bad.id"
 /* ==== end of BENCH_SQL ================================================= */
 
@@ -82,8 +88,13 @@
     "SELECT pg_total_relation_size('dss.locks'::regclass), s.n_dead_tup, s.n_live_tup, " \
     "s.autovacuum_count, coalesce(pg_total_relation_size(to_regclass('dss.lock_history')), -1) " \
     "FROM pg_stat_user_tables AS s WHERE s.relid = 'dss.locks'::regclass"
+/* This run's keys: bucket $1, keys in [$2, $3) (the run's prefix; the
+ * primary key (bucket, key) is COLLATE "C", so this is a range of it). */
+#define ADMIN_SQL_KV_COUNT "SELECT count(*) FROM dss.kv WHERE bucket = $1 AND key >= $2 AND key < $3"
+#define ADMIN_SQL_KV_DELETE "DELETE FROM dss.kv WHERE bucket = $1 AND key >= $2 AND key < $3"
 
 /* Parameter types, as the library declares them (prepare_typed). */
+#define BYTEAOID     ((Oid)17)
 #define INT8OID      ((Oid)20)
 #define TEXTOID      ((Oid)25)
 #define TEXTARRAYOID ((Oid)1009)
@@ -92,17 +103,31 @@
 #define MAX_ROUNDS  100
 #define MAX_LIST    16
 
+/* kv-set, kv-get: each thread cycles over KV_KEYS keys of its own, values of
+ * KV_VALUE_LEN bytes, in bucket KV_BUCKET. */
+#define KV_BUCKET    "bench"
+#define KV_KEYS      100
+#define KV_VALUE_LEN 64
+#define KV_KEY_LEN   96
+
 /* ---- workloads and options -------------------------------------------- */
 
 /* In the order they run. soak comes before scale: it watches dss.locks grow,
  * and scale leaves the table (not its rows) as large as its filler. */
-enum wl { W_PAIR, W_REFRESH, W_STATUS, W_CONTENDED, W_CONTENDED_WAIT, W_BATCH, W_SOAK, W_SCALE,
-          W_N, W_WARMUP = W_N };
+enum wl { W_PAIR, W_REFRESH, W_STATUS, W_KV_SET, W_KV_GET, W_CONTENDED, W_CONTENDED_WAIT,
+          W_BATCH, W_SOAK, W_SCALE, W_N, W_WARMUP = W_N };
 static const char *const wl_name[W_N + 1] = {
-    "pair", "refresh", "status", "contended", "contended-wait", "batch", "soak", "scale", "warmup",
+    "pair", "refresh", "status", "kv-set", "kv-get", "contended", "contended-wait", "batch",
+    "soak", "scale", "warmup",
 };
-/* First letter of the lock ids of each workload (after the run's prefix). */
-static const char wl_tag[W_N + 1] = { 'p', 'r', 's', 'c', 'w', 'b', 'k', 'x', 'u' };
+/* First letter of the lock ids (kv: keys) of each workload, after the run's
+ * prefix. */
+static const char wl_tag[W_N + 1] = { 'p', 'r', 's', 'v', 'g', 'c', 'w', 'b', 'k', 'x', 'u' };
+
+static inline bool is_kv(enum wl wl)
+{
+    return wl == W_KV_SET || wl == W_KV_GET;
+}
 
 enum side { LIB, BASE };
 static const char *const side_name[2] = { "library", "baseline" };
@@ -146,12 +171,15 @@ static void usage(FILE *f)
 "      pair               dss_lock + dss_unlock of distinct ids per thread\n"
 "      refresh            dss_lock_refresh of a lock each thread holds\n"
 "      status             dss_lock_status of a lock each thread holds\n"
+"      kv-set             dss_kv_set of a 64-byte value, each thread over 100 keys of its own\n"
+"      kv-get             dss_kv_get of such a key (written untimed before each round)\n"
 "      contended          --contenders threads on one id, retrying on -EEXIST\n"
 "      contended-wait     the same with dss_lock_wait (baseline: the contended loop)\n"
 "      batch              one dss_lock_many / dss_unlock_many of N ids vs N single calls\n"
 "      soak               pair for --soak-minutes, library only\n"
 "      scale              pair with --scale-fill other locks held\n"
-"  --threads LIST         thread counts of pair, refresh, status, scale (default 1,8)\n"
+"  --threads LIST         thread counts of pair, refresh, status, kv-set, kv-get, scale\n"
+"                         (default 1,8)\n"
 "  --duration SECONDS     length of one round (default 5)\n"
 "  --rounds N             rounds per side (default 3)\n"
 "  --contenders N         threads of contended and contended-wait (default 8)\n"
@@ -169,9 +197,10 @@ static void usage(FILE *f)
 "  --help                 this text\n"
 "\n"
 "PHOBOS_DSS_pool_size is set to the largest thread count when it is unset.\n"
-"Lock ids start with \"bench:<pid>:\"; a run removes its rows from dss.locks, the\n"
-"scale filler included, also when interrupted with SIGINT or SIGTERM (not when\n"
-"the server went away). Their events stay in dss.lock_history (append-only); remove\n"
+"Lock ids start with \"bench:<pid>:\", and so do the keys kv-set and kv-get write\n"
+"in bucket \"bench\"; a run removes its rows from dss.locks (the scale filler\n"
+"included) and dss.kv, also when interrupted with SIGINT or SIGTERM (not when\n"
+"the server went away). Lock events stay in dss.lock_history (append-only); remove\n"
 "them with: DELETE FROM dss.lock_history WHERE id LIKE 'bench:%';\n"
 "Exit status: 0 done; 1 a call returned an unexpected code (details on stderr),\n"
 "a check failed or the run was interrupted; 2 usage or setup error.\n", f);
@@ -190,6 +219,8 @@ static const char *errno_name(int rc)
 {
     switch (-rc) {
     case 0: return "0";
+    case ENOENT: return "-ENOENT";
+    case EFBIG: return "-EFBIG";
     case EEXIST: return "-EEXIST";
     case EACCES: return "-EACCES";
     case ENOLCK: return "-ENOLCK";
@@ -368,7 +399,7 @@ static char g_server_version[64] = "";
 static const struct {
     const char *name, *sql;
     int nparams;
-    Oid types[3];
+    Oid types[4];
 } base_stmt[] = {
     { "lock", BENCH_SQL_LOCK, 3, { TEXTOID, TEXTOID, INT8OID } },
     { "refresh", BENCH_SQL_REFRESH, 2, { TEXTOID, TEXTOID } },
@@ -376,6 +407,8 @@ static const struct {
     { "status", BENCH_SQL_STATUS, 1, { TEXTOID } },
     { "lock_many", BENCH_SQL_LOCK_MANY, 3, { TEXTARRAYOID, TEXTOID, INT8OID } },
     { "unlock_many", BENCH_SQL_UNLOCK_MANY, 2, { TEXTARRAYOID, TEXTOID } },
+    { "kv_set", BENCH_SQL_KV_SET, 4, { TEXTOID, TEXTOID, BYTEAOID, INT8OID } },
+    { "kv_get", BENCH_SQL_KV_GET, 2, { TEXTOID, TEXTOID } },
 };
 
 static PGconn *connect_or_die(const char *what)
@@ -450,6 +483,25 @@ static long long admin_delete(const char *lo, const char *hi)
     return n;
 }
 
+/* This run's keys in dss.kv: how many, or removed; -1 on failure. */
+static long long admin_kv_count(void)
+{
+    const char *p[3] = { KV_BUCKET, g_prefix, g_prefix_end };
+    PGresult *r = admin(ADMIN_SQL_KV_COUNT, 3, p);
+    long long n = r ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+static long long admin_kv_delete(void)
+{
+    const char *p[3] = { KV_BUCKET, g_prefix, g_prefix_end };
+    PGresult *r = admin(ADMIN_SQL_KV_DELETE, 3, p);
+    long long n = r ? atoll(PQcmdTuples(r)) : -1;
+    PQclear(r);
+    return n;
+}
+
 struct table_stats {
     long long bytes, dead, live, autovacuums, history_bytes;
 };
@@ -497,9 +549,10 @@ static inline uint64_t be64(const char *p)
     return v;
 }
 
-/* Parameters go in binary, as the library sends them (for text the bytes
- * are the same; int8 is 8 bytes big-endian); results come back in binary. */
-static const int bin[3] = { 1, 1, 1 };
+/* Parameters go in binary, as the library sends them (for text and bytea
+ * the bytes themselves; int8 is 8 bytes big-endian); results come back in
+ * binary. */
+static const int bin[4] = { 1, 1, 1, 1 };
 
 static inline void put_be64(char *p, uint64_t v)
 {
@@ -686,6 +739,53 @@ static int base_status(PGconn *c, const char *id, const char *owner, bool *owner
     return rc;
 }
 
+/* KV_SET ($4 ttl 0, as dss_kv_set): one row, the version written (int8, read
+ * as dss::kv::set reads it, though dss_kv_set then drops it). */
+static int base_kv_set(PGconn *c, const char *bucket, const char *key, const char *value,
+                       int vlen, uint64_t *version)
+{
+    char ttl[8];
+    put_be64(ttl, 0);
+    const char *p[4] = { bucket, key, value, ttl };
+    int len[4] = { (int)strlen(bucket), (int)strlen(key), vlen, 8 };
+    PGresult *r = PQexecPrepared(c, "kv_set", 4, p, len, bin, 1);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) != 1)
+        rc = base_error(c, r, "kv_set");
+    else if (PQgetisnull(r, 0, 0) || PQgetlength(r, 0, 0) != 8)
+        rc = base_error(c, r, "kv_set (unexpected row)");
+    else {
+        *version = be64(PQgetvalue(r, 0, 0));
+        rc = 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* KV_GET: no row is -ENOENT; else value (bytea: in binary, the bytes
+ * themselves) and version (int8). Gives the value's length and the version;
+ * the value stays in the result (no copy). */
+static int base_kv_get(PGconn *c, const char *bucket, const char *key, size_t *vlen,
+                       uint64_t *version)
+{
+    const char *p[2] = { bucket, key };
+    int len[2] = { (int)strlen(bucket), (int)strlen(key) };
+    PGresult *r = PQexecPrepared(c, "kv_get", 2, p, len, bin, 1);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 2 || PQntuples(r) > 1) {
+        rc = base_error(c, r, "kv_get");
+    } else if (PQntuples(r) == 0) {
+        rc = -ENOENT;
+    } else if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 1) || PQgetlength(r, 0, 1) != 8) {
+        rc = base_error(c, r, "kv_get (unexpected row)");
+    } else {
+        *vlen = (size_t)PQgetlength(r, 0, 0);
+        *version = be64(PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return rc;
+}
+
 /* ---- one round: threads, barriers, a deadline --------------------------- */
 
 struct round;
@@ -815,6 +915,33 @@ static inline int op_status(struct worker *w, const char *id, bool *owner_ok)
     return rc;
 }
 
+/* kv-set: `value` is KV_VALUE_LEN bytes, ttl 0. */
+static inline int op_kv_set(struct worker *w, const char *key, const char *value)
+{
+    if (w->rd->side == LIB)
+        return dss_kv_set(&g_h, KV_BUCKET, key, value, KV_VALUE_LEN);
+    uint64_t version = 0;
+    int rc = base_kv_set(g_base[w->slot], KV_BUCKET, key, value, KV_VALUE_LEN, &version);
+    w->sink += (long)version;
+    return rc;
+}
+
+/* kv-get: the library's copy of the value is freed; *len is its length. */
+static inline int op_kv_get(struct worker *w, const char *key, size_t *len)
+{
+    if (w->rd->side == LIB) {
+        void *value = NULL;
+        int rc = dss_kv_get(&g_h, KV_BUCKET, key, &value, len);
+        if (rc == 0)
+            free(value);
+        return rc;
+    }
+    uint64_t version = 0;
+    int rc = base_kv_get(g_base[w->slot], KV_BUCKET, key, len, &version);
+    w->sink += (long)version;
+    return rc;
+}
+
 /* Both barriers: threads ready, then the main thread sets the deadline. */
 static void wait_start(struct round *rd)
 {
@@ -888,6 +1015,58 @@ static void *held_thread(void *arg)
     }
     if (held && (rc = op_unlock(w, w->id)) != 0)
         fail(w, "dss_unlock", w->id, rc);
+    return NULL;
+}
+
+/* kv-set, kv-get: each thread writes its KV_KEYS keys untimed (so that
+ * every timed write is an update of a live row and every read finds its
+ * key; the keys are the same in every round of both sides), then cycles
+ * over them. */
+static void *kv_thread(void *arg)
+{
+    struct worker *w = arg;
+    struct round *rd = w->rd;
+    bool set = rd->wl == W_KV_SET;
+    char (*keys)[KV_KEY_LEN] = xcalloc(KV_KEYS, sizeof *keys);
+    char value[KV_VALUE_LEN];
+    for (int i = 0; i < KV_VALUE_LEN; i++)
+        value[i] = (char)('a' + (w->slot + i) % 26);
+    bool ready = true;
+    for (int n = 0; n < KV_KEYS && ready && !stopped(); n++) {
+        snprintf(keys[n], KV_KEY_LEN, "%s%c%d:%d", g_prefix, wl_tag[rd->wl], w->slot, n);
+        int rc = op_kv_set(w, keys[n], value);
+        if (rc != 0) {
+            fail(w, "dss_kv_set", keys[n], rc);
+            ready = false;
+        }
+    }
+    wait_start(rd);
+    for (uint64_t i = 0; ready && !stopped(); i++) {
+        const char *key = keys[i % KV_KEYS];
+        size_t len = KV_VALUE_LEN;
+        int rc;
+        if (set)
+            put_be64(value, i);   /* every write changes the value */
+        int64_t t0 = now_ns();
+        if (set)
+            rc = op_kv_set(w, key, value);
+        else
+            rc = op_kv_get(w, key, &len);
+        int64_t t1 = now_ns();
+        if (rc != 0) {
+            fail(w, set ? "dss_kv_set" : "dss_kv_get", key, rc);
+            break;
+        }
+        if (len != KV_VALUE_LEN) {
+            fail_msg(w, "dss_kv_get returned a value of the wrong length", key);
+            break;
+        }
+        if (t1 > rd->deadline)
+            break;
+        h_add(w->lat, t1 - t0);
+        w->ops++;
+    }
+    free(keys);
     return NULL;
 }
 
@@ -1013,6 +1192,8 @@ static void run_round(enum wl wl, enum side side, int nthreads, int round, doubl
     void *(*fn)(void *) = pair_thread;
     if (wl == W_REFRESH || wl == W_STATUS)
         fn = held_thread;
+    else if (is_kv(wl))
+        fn = kv_thread;
     else if (wl == W_CONTENDED || (wl == W_CONTENDED_WAIT && side == BASE))
         fn = contended_thread;
     else if (wl == W_CONTENDED_WAIT)
@@ -1167,6 +1348,9 @@ static const char *what_of(enum wl wl)
     case W_PAIR: return "dss_lock + dss_unlock, a new id per iteration, no conflicts";
     case W_REFRESH: return "dss_lock_refresh of a lock the thread holds";
     case W_STATUS: return "dss_lock_status (owner + timestamp) of a lock the thread holds";
+    case W_KV_SET: return "dss_kv_set of a 64-byte value (ttl 0), each thread over 100 live keys "
+                          "of its own";
+    case W_KV_GET: return "dss_kv_get of a 64-byte value, each thread over 100 keys it wrote";
     case W_SCALE: return "pair, with other locks held";
     case W_CONTENDED: return "all threads on one id: dss_lock until taken (sched_yield), hold, dss_unlock";
     case W_CONTENDED_WAIT: return "all threads on one id: dss_lock_wait, hold, dss_unlock "
@@ -1189,6 +1373,9 @@ static void emit_compare(enum wl wl, int nthreads, long fill, double vs_empty_li
             printf(",\"fill\":%ld", fill);
         if (wl == W_CONTENDED || wl == W_CONTENDED_WAIT)
             printf(",\"hold_us\":%ld", opt.hold_us);
+        if (is_kv(wl))
+            printf(",\"bucket\":\"%s\",\"keys_per_thread\":%d,\"value_bytes\":%d", KV_BUCKET,
+                   KV_KEYS, KV_VALUE_LEN);
         json_side("library", lib);
         json_side("baseline", base);
         printf(",\"throughput_ratio\":%.4f,\"paired_ratio_median\":%.4f,\"p99_ratio\":%.4f",
@@ -1234,7 +1421,7 @@ static void emit_compare(enum wl wl, int nthreads, long fill, double vs_empty_li
 
 /* ---- checks between workloads ------------------------------------------- */
 
-/* No lock of this run may be left once a workload is over. */
+/* No lock (nor key) of this run may be left once a workload is over. */
 static void check_no_leftovers(const char *after)
 {
     if (stopped())
@@ -1245,6 +1432,22 @@ static void check_no_leftovers(const char *after)
                 after, n);
         atomic_store(&g_stop, STOP_FAILED);
     }
+    n = admin_kv_count();
+    if (n != 0) {
+        fprintf(stderr, "dss_bench: after %s: %lld keys of this run left in dss.kv (bucket '%s')\n",
+                after, n, KV_BUCKET);
+        atomic_store(&g_stop, STOP_FAILED);
+    }
+}
+
+/* kv-set, kv-get: remove the keys the workload wrote. */
+static void remove_kv(const char *after)
+{
+    long long n = admin_kv_delete();
+    if (n < 0)
+        atomic_store(&g_stop, STOP_FAILED);
+    else if (n > 0)
+        progress("%s: removed %lld keys from dss.kv", after, n);
 }
 
 static bool check_violations(enum wl wl, const struct acc *a, enum side side)
@@ -1291,6 +1494,8 @@ static void compare(enum wl wl, int nthreads, long fill, double *lib_rate, doubl
         *base_rate = acc_rate(&base);
     acc_free(&lib);
     acc_free(&base);
+    if (is_kv(wl))
+        remove_kv(wl_name[wl]);
     if (wl != W_SCALE)   /* scale's filler is still there: checked once removed */
         check_no_leftovers(wl_name[wl]);
 }
@@ -1982,7 +2187,9 @@ int main(int argc, char **argv)
         if (!opt.want[i])
             continue;
         switch ((enum wl)i) {
-        case W_PAIR: case W_REFRESH: case W_STATUS: wl_rates((enum wl)i); break;
+        case W_PAIR: case W_REFRESH: case W_STATUS: case W_KV_SET: case W_KV_GET:
+            wl_rates((enum wl)i);
+            break;
         case W_CONTENDED: case W_CONTENDED_WAIT: wl_contended((enum wl)i); break;
         case W_BATCH: wl_batch(); break;
         case W_SCALE: wl_scale(); break;
@@ -1997,6 +2204,9 @@ int main(int argc, char **argv)
         long long n = admin_delete(g_prefix, g_prefix_end);
         if (n > 0)
             progress("removed %lld lock rows left by the interrupted run", n);
+        n = admin_kv_delete();
+        if (n > 0)
+            progress("removed %lld keys left by the interrupted run", n);
     }
 
     int status = atomic_load(&g_stop) == RUNNING ? 0 : 1;

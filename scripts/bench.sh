@@ -9,12 +9,14 @@
 # (default settings), runs every workload of dss_bench with --json, removes
 # the cluster whatever happens, and turns the JSON into OUTFILE with the
 # machine, the versions, the command, one table per workload and every
-# target marked PASS or FAIL.
+# target marked PASS or FAIL (kv-set / kv-get have no target: their ratios
+# are reported).
 #
 # Knobs (environment):
 #   BENCH_DURATION     seconds per round (default 5)
 #   BENCH_ROUNDS       rounds per side, library and baseline alternating (3)
-#   BENCH_THREADS      thread counts of pair, refresh, status, scale (1,8)
+#   BENCH_THREADS      thread counts of pair, refresh, status, kv-set, kv-get,
+#                      scale (1,8)
 #   BENCH_WORKLOADS    comma list (default all; see dss_bench --help)
 #   BENCH_CONTENDERS   threads of contended / contended-wait (8)
 #   BENCH_HOLD_US      how long a contender holds the lock (100)
@@ -239,6 +241,36 @@ for name, title in names.items():
           f"{r['throughput_ratio']:.3f} {tr} | {r['paired_ratio_median']:.3f} | {lat(lib)} | "
           f"{lat(base)} | {r['p99_ratio']:.3f} {pr} | {cpu(lib, base)} | "
           f"{rounds(lib)} ; {rounds(base)} |")
+    b("")
+
+# kv-set / kv-get: no target in the issue, ratios reported
+kv_names = {"kv-set": "`dss_kv_set` of a 64-byte value (ttl 0)",
+            "kv-get": "`dss_kv_get` of a 64-byte value (the copy freed)"}
+kv_rows = [r for name in kv_names for r in by(name)]
+if kv_rows:
+    r0 = kv_rows[0]
+    b("## kv-set / kv-get: key-value calls (calls/s)")
+    b("")
+    b(f"Each thread cycles over {r0['keys_per_thread']} keys of its own in bucket "
+      f"`{r0['bucket']}`, values of {r0['value_bytes']} bytes; the keys are written untimed "
+      "before each round, so every timed `dss_kv_set` updates a live row and every "
+      "`dss_kv_get` finds its key (both sides check the value's length). The baseline runs "
+      "`BENCH_SQL_KV_SET` / `BENCH_SQL_KV_GET` (parameters text, text, bytea, int8 / text, "
+      "text; binary results, the returned version read as an int8). No target: ratios only; "
+      "*(noisy)*: the rounds of one side differ by more than 1.5×.")
+    b("")
+    b("| workload | threads | library ops/s | baseline ops/s | ratio | same-round | "
+      "library p50 / p99 / max | baseline p50 / p99 / max | p99 ratio | "
+      "client CPU µs/op library / baseline | per round: library ; baseline |")
+    b("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, what in kv_names.items():
+        for r in by(name):
+            lib, base = r["library"], r["baseline"]
+            nz = " (noisy)" if noisy(lib, base) else ""
+            b(f"| {name}: {what} | {r['threads']} | {f(lib['ops_per_s'])} | "
+              f"{f(base['ops_per_s'])} | {r['throughput_ratio']:.3f}{nz} | "
+              f"{r['paired_ratio_median']:.3f} | {lat(lib)} | {lat(base)} | "
+              f"{r['p99_ratio']:.3f} | {cpu(lib, base)} | {rounds(lib)} ; {rounds(base)} |")
     b("")
 
 # contended / contended-wait

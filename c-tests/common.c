@@ -1,6 +1,8 @@
 /* Shared helpers of the libdss C integration tests (see common.h). */
 #include "common.h"
 
+#include <sys/mman.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -341,4 +343,51 @@ long long ct_waiters(const char *id)
     if (ct_psql_ll(ct_conninfo(), sql, &n) != 0)
         return -1;
     return n;
+}
+
+void *ct_shared(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    memset(p, 0, size);
+    return p;
+}
+
+void ct_shared_barrier(pthread_barrier_t *b, unsigned count)
+{
+    pthread_barrierattr_t attr;
+    assert_int_equal(pthread_barrierattr_init(&attr), 0);
+    assert_int_equal(pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED), 0);
+    assert_int_equal(pthread_barrier_init(b, &attr, count), 0);
+    pthread_barrierattr_destroy(&attr);
+}
+
+void ct_run_two_children(int (*child)(void *arg, int k), void *arg, double timeout_s)
+{
+    pid_t pids[2];
+    for (int k = 0; k < 2; k++) {
+        fflush(NULL);
+        pids[k] = fork();
+        assert_true(pids[k] >= 0);
+        if (pids[k] == 0)
+            _exit(child(arg, k));
+    }
+    int rc0 = ct_wait_child(pids[0], timeout_s);
+    if (rc0 != 0)
+        kill(pids[1], SIGKILL); /* the other one may wait at a barrier */
+    int rc1 = ct_wait_child(pids[1], timeout_s);
+    assert_int_equal(rc0, 0);
+    assert_int_equal(rc1, 0);
+}
+
+long long ct_lease_runs_from_refresh(const char *id)
+{
+    char lit[256], sql[512];
+    ct_sql_literal(lit, sizeof lit, id);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM dss.locks WHERE id = %s "
+             "AND expires_at = ts + ttl_ms * interval '1 millisecond' AND ts > locked_at",
+             lit);
+    long long n = -1;
+    return ct_psql_ll(ct_conninfo(), sql, &n) == 0 ? n : -1;
 }

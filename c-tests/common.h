@@ -3,6 +3,7 @@
 #define DSS_CTEST_COMMON_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -153,5 +154,21 @@ int ct_poll_at_least(const char *conninfo, const char *sql, long long min, doubl
 /* Number of dss_lock_wait() callers queued on `id` (rows of
  * dss.lock_waiters), -1 on error. */
 long long ct_waiters(const char *id);
+
+/* Zeroed memory shared with forked children (cmocka failure if mmap fails). */
+void *ct_shared(size_t size);
+
+/* Initialises a barrier usable across processes (in ct_shared memory). */
+void ct_shared_barrier(pthread_barrier_t *b, unsigned count);
+
+/* Forks two children running child(arg, k) for k = 0 and 1 (its return
+ * value is the exit code), waits at most timeout_s for each (SIGKILLing the
+ * other if one fails, as it may wait at a shared barrier), and asserts both
+ * exited with 0. */
+void ct_run_two_children(int (*child)(void *arg, int k), void *arg, double timeout_s);
+
+/* 1 if the lease of lock `id` runs from its last refresh (expires_at = ts +
+ * ttl and ts > locked_at), 0 if not, -1 on error. */
+long long ct_lease_runs_from_refresh(const char *id);
 
 #endif

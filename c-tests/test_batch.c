@@ -423,15 +423,7 @@ static void test_refresh_many(void **state)
     assert_rc(dss_lock_refresh(&h1, p[EXPIRED], "me"), -ETIME);
 
     /* The lease runs from the refresh. */
-    char lit[256], sql[512];
-    ct_sql_literal(lit, sizeof lit, p[A]);
-    snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM dss.locks WHERE id = %s "
-             "AND expires_at = ts + ttl_ms * interval '1 millisecond' AND ts > locked_at",
-             lit);
-    long long n = -1;
-    assert_int_equal(ct_psql_ll(ct_conninfo(), sql, &n), 0);
-    assert_int_equal(n, 1);
+    assert_int_equal(ct_lease_runs_from_refresh(p[A]), 1);
 
     /* All mine and live: 0. */
     const char *b4[] = {p[B], p[A]};
@@ -505,13 +497,16 @@ static void test_big_batch(void **state)
 
 struct ovl {
     pthread_barrier_t barrier;
+    char prefix[128];
     int rc[OVL_ROUNDS][2];
     size_t conflict[OVL_ROUNDS][2];
     double ms[OVL_ROUNDS][2];
 };
 
-static int ovl_child(struct ovl *o, const char *prefix, int me)
+static int ovl_child(void *arg, int me)
 {
+    struct ovl *o = arg;
+    const char *prefix = o->prefix;
     struct dss_handle h = {0};
     if (!CHECK_RC(dss_init_conninfo(&h, ct_conninfo()), 0))
         return 1;
@@ -541,33 +536,12 @@ static int ovl_child(struct ovl *o, const char *prefix, int me)
 static void test_overlapping_batches(void **state)
 {
     (void)state;
-    struct ovl *o = mmap(NULL, sizeof *o, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                         -1, 0);
-    assert_true(o != MAP_FAILED);
-    memset(o, 0, sizeof *o);
-    pthread_barrierattr_t attr;
-    assert_int_equal(pthread_barrierattr_init(&attr), 0);
-    assert_int_equal(pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED), 0);
-    assert_int_equal(pthread_barrier_init(&o->barrier, &attr, 2), 0);
-    char prefix[128];
-    ct_id(prefix, sizeof prefix, "ovl");
-
-    pid_t pids[2];
-    for (int k = 0; k < 2; k++) {
-        fflush(NULL);
-        pids[k] = fork();
-        assert_true(pids[k] >= 0);
-        if (pids[k] == 0)
-            _exit(ovl_child(o, prefix, k));
-    }
+    struct ovl *o = ct_shared(sizeof *o);
+    ct_shared_barrier(&o->barrier, 2);
+    ct_id(o->prefix, sizeof o->prefix, "ovl");
     /* A deadlock would hang a round (or be broken by the server after
      * deadlock_timeout, failing a call): both are failures. */
-    int rc0 = ct_wait_child(pids[0], 120);
-    if (rc0 != 0)
-        kill(pids[1], SIGKILL); /* it may wait at the barrier */
-    int rc1 = ct_wait_child(pids[1], 120);
-    assert_int_equal(rc0, 0);
-    assert_int_equal(rc1, 0);
+    ct_run_two_children(ovl_child, o, 120);
 
     int wins[2] = {0, 0};
     double slowest = 0;
@@ -588,8 +562,8 @@ static void test_overlapping_batches(void **state)
         assert_int_equal(o->conflict[r][w], SENTINEL_IDX);
         /* The winner holds all, the loser none. */
         char rp[160], owner[160];
-        snprintf(rp, sizeof rp, "%s.%d.", prefix, r);
-        snprintf(owner, sizeof owner, "%s-owner%d", prefix, w);
+        snprintf(rp, sizeof rp, "%s.%d.", o->prefix, r);
+        snprintf(owner, sizeof owner, "%s-owner%d", o->prefix, w);
         assert_int_equal(rows_with_prefix(rp, owner), OVL_IDS);
         assert_int_equal(rows_with_prefix(rp, NULL), OVL_IDS);
     }
@@ -597,7 +571,7 @@ static void test_overlapping_batches(void **state)
            wins[0], wins[1], slowest);
     for (int k = 0; k < 2; k++) {
         char owner[160];
-        snprintf(owner, sizeof owner, "%s-owner%d", prefix, k);
+        snprintf(owner, sizeof owner, "%s-owner%d", o->prefix, k);
         size_t n = 0;
         assert_rc(dss_lock_clean(&h1, owner, &n), 0);
         assert_int_equal(n, (size_t)wins[k] * OVL_IDS);

@@ -235,22 +235,6 @@ static char *padded_name(const char *tag, size_t len, char pad)
     return s;
 }
 
-/* A shared, zeroed anonymous mapping (for children to write results into). */
-static void *shared_map(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(p != MAP_FAILED);
-    return p;
-}
-
-static void init_pshared_barrier(pthread_barrier_t *b, unsigned count)
-{
-    pthread_barrierattr_t attr;
-    assert_int_equal(pthread_barrierattr_init(&attr), 0);
-    assert_int_equal(pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED), 0);
-    assert_int_equal(pthread_barrier_init(b, &attr, count), 0);
-    pthread_barrierattr_destroy(&attr);
-}
 
 /* ---- set / get / get_version / delete / exists --------------------------- */
 
@@ -1082,8 +1066,8 @@ static void test_increment_8_processes(void **state)
     (void)state;
     char b[128];
     ct_id(b, sizeof b, "incr8");
-    struct inc_shared *s = shared_map(sizeof *s);
-    init_pshared_barrier(&s->barrier, INC_PROCS + 1);
+    struct inc_shared *s = ct_shared(sizeof *s);
+    ct_shared_barrier(&s->barrier, INC_PROCS + 1);
     pid_t pids[INC_PROCS];
     for (int k = 0; k < INC_PROCS; k++) {
         fflush(NULL);
@@ -1279,8 +1263,8 @@ static void test_cas_race_6_processes(void **state)
     ct_id(b, sizeof b, "cas6");
     uint64_t v0 = 0;
     assert_rc(dss_kv_cas(&h, b, "n", 0, "0", 1, &v0), 0);
-    struct cas_shared *s = shared_map(sizeof *s);
-    init_pshared_barrier(&s->barrier, CAS_PROCS + 1);
+    struct cas_shared *s = ct_shared(sizeof *s);
+    ct_shared_barrier(&s->barrier, CAS_PROCS + 1);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t pids[CAS_PROCS];

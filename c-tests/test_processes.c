@@ -115,11 +115,14 @@ static void test_shared_counter(void **state)
  * same fresh id right after a shared barrier. */
 struct race {
     pthread_barrier_t barrier;
+    char prefix[128];
     int rc[N_RACES][2];
 };
 
-static int race_child(struct race *r, const char *prefix, int me)
+static int race_child(void *arg, int me)
 {
+    struct race *r = arg;
+    const char *prefix = r->prefix;
     struct dss_handle h = {0};
     if (!CHECK_RC(dss_init_conninfo(&h, ct_conninfo()), 0))
         return 1;
@@ -140,32 +143,12 @@ static int race_child(struct race *r, const char *prefix, int me)
 static void test_two_process_race(void **state)
 {
     (void)state;
-    struct race *r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                          -1, 0);
-    assert_true(r != MAP_FAILED);
-    pthread_barrierattr_t attr;
-    assert_int_equal(pthread_barrierattr_init(&attr), 0);
-    assert_int_equal(pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED), 0);
-    assert_int_equal(pthread_barrier_init(&r->barrier, &attr, 2), 0);
+    struct race *r = ct_shared(sizeof *r);
+    ct_shared_barrier(&r->barrier, 2);
     for (int i = 0; i < N_RACES; i++)
         r->rc[i][0] = r->rc[i][1] = 12345;
-    char prefix[128];
-    ct_id(prefix, sizeof prefix, "race");
-
-    pid_t pids[2];
-    for (int k = 0; k < 2; k++) {
-        fflush(NULL);
-        pids[k] = fork();
-        assert_true(pids[k] >= 0);
-        if (pids[k] == 0)
-            _exit(race_child(r, prefix, k));
-    }
-    int rc0 = ct_wait_child(pids[0], 120);
-    if (rc0 != 0)
-        kill(pids[1], SIGKILL); /* the other one waits at the barrier */
-    int rc1 = ct_wait_child(pids[1], 120);
-    assert_int_equal(rc0, 0);
-    assert_int_equal(rc1, 0);
+    ct_id(r->prefix, sizeof r->prefix, "race");
+    ct_run_two_children(race_child, r, 120);
 
     struct dss_handle h;
     ct_open(&h);
@@ -179,7 +162,7 @@ static void test_two_process_race(void **state)
         int winner = a == 0 ? 0 : 1;
         wins[winner]++;
         char id[192], owner[32];
-        snprintf(id, sizeof id, "%s.%d", prefix, i);
+        snprintf(id, sizeof id, "%s.%d", r->prefix, i);
         snprintf(owner, sizeof owner, "racer-%d", winner);
         ct_assert_held(&h, id, owner); /* the winner's lock is the one stored */
         assert_rc(dss_unlock(&h, id, owner), 0);

@@ -27,6 +27,11 @@
 #define DSS_MAX_LOCK_OWNER_LEN 256
 
 /**
+ * Most ids (or keys) accepted in one batch call.
+ */
+#define DSS_MAX_BATCH 100000
+
+/**
  * Longest bucket name or key accepted, in bytes, not counting the NUL.
  */
 #define DSS_KV_MAX_KEY_LEN 1024
@@ -40,11 +45,6 @@
  * Longest lease accepted, in milliseconds (ten years).
  */
 #define DSS_MAX_TTL_MS 315360000000
-
-/**
- * Most ids accepted in one batch call.
- */
-#define DSS_MAX_BATCH 100000
 
 /**
  * A connection handle to the Distributed State Service.

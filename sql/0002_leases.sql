@@ -76,22 +76,21 @@ LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     tok bigint;
     ev text := 'takeover';
+    exp timestamptz := CASE WHEN p_ttl_ms > 0 THEN now() + p_ttl_ms * interval '1 millisecond' END;
 BEGIN
     -- An expired lease: the row lock makes exactly one of several
     -- concurrent callers succeed (the others re-check a live lease and
     -- skip); nextval is evaluated after that re-check.
     UPDATE dss.locks
        SET owner = p_owner, token = nextval('dss.lock_token_seq'), locked_at = now(),
-           ts = now(), ttl_ms = p_ttl_ms,
-           expires_at = CASE WHEN p_ttl_ms > 0 THEN now() + p_ttl_ms * interval '1 millisecond' END
+           ts = now(), ttl_ms = p_ttl_ms, expires_at = exp
      WHERE id = p_id AND expires_at <= now()
     RETURNING token INTO tok;
     IF NOT FOUND THEN
         -- A free lock: ON CONFLICT waits for a concurrent inserter or
         -- deleter of the id, then inserts or gives up, without an error.
         INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at)
-        VALUES (p_id, p_owner, nextval('dss.lock_token_seq'), p_ttl_ms,
-                CASE WHEN p_ttl_ms > 0 THEN now() + p_ttl_ms * interval '1 millisecond' END)
+        VALUES (p_id, p_owner, nextval('dss.lock_token_seq'), p_ttl_ms, exp)
         ON CONFLICT (id) DO NOTHING
         RETURNING token INTO tok;
         IF NOT FOUND THEN

@@ -92,12 +92,9 @@ impl Waiter<'_> {
     /// The whole wait on one connection: Ok(None) when the deadline passed.
     fn run(&self, c: &mut Conn) -> PgResult<Option<u64>> {
         let (first, ticket, channel) = self.attempt(c, 0)?;
-        let Attempt::Held(_) = first else {
-            let Attempt::Taken(token) = first else {
-                unreachable!()
-            };
+        if let Attempt::Taken(token) = first {
             return Ok(Some(token));
-        };
+        }
         let ticket = ticket.unwrap_or(0);
         let result = if self.expired() || !valid_channel(&channel) {
             Ok(None)

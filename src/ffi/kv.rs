@@ -4,7 +4,9 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
-use super::{dss_handle, guard, handle_arg, id_arg, malloc_str, str_arg};
+use super::{
+    dss_handle, guard, handle_arg, id_arg, malloc_bytes, malloc_str, put, str_arg, str_array_arg,
+};
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
 use crate::kv;
@@ -72,56 +74,24 @@ unsafe fn value_arg<'a>(p: *const c_void, len: usize, name: &str) -> Result<&'a 
     Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
 }
 
-/// The `n` keys of a batch, each checked; at most DSS_MAX_BATCH.
+/// The handle, bucket and `n` keys every batch call takes; each key is
+/// checked as for a single call.
 ///
 /// # Safety
-/// `keys` is NULL or points to `n` readable pointers, each NULL or a string.
-unsafe fn keys_arg<'a>(keys: *const *const c_char, n: usize) -> Result<Vec<&'a str>> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    if keys.is_null() {
-        return Err(Error::invalid("keys is NULL"));
-    }
-    if n > kv::MAX_BATCH {
-        return Err(Error::invalid(format!(
-            "n is {n}: at most {} keys per batch",
-            kv::MAX_BATCH
-        )));
-    }
-    // SAFETY: caller's contract: n readable pointers.
-    let ptrs = unsafe { std::slice::from_raw_parts(keys, n) };
-    ptrs.iter()
-        .enumerate()
-        // SAFETY: each is NULL or a string (caller's contract).
-        .map(|(i, &p)| unsafe { key_arg(p, &format!("keys[{i}]")) })
-        .collect()
-}
-
-/// A malloc()ed copy of `bytes` (at least 1 byte allocated, so an empty
-/// value is a valid pointer too), for the C caller to free().
-fn malloc_bytes(bytes: &[u8]) -> Result<*mut c_void> {
-    // SAFETY: plain allocation.
-    let p = unsafe { libc::malloc(bytes.len().max(1)) };
-    if p.is_null() {
-        return Err(Error::new(
-            Kind::OutOfMemory,
-            format!("cannot allocate {} bytes for the value", bytes.len()),
-        ));
-    }
-    // SAFETY: p has room for bytes.len() bytes.
-    unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast::<u8>(), bytes.len()) };
-    Ok(p)
-}
-
-/// Writes `v` to `out` if it is not NULL.
-///
-/// # Safety
-/// `out` is NULL or writable.
-unsafe fn put<T>(out: *mut T, v: T) {
-    // SAFETY: caller's contract.
-    if let Some(out) = unsafe { out.as_mut() } {
-        *out = v;
+/// As `handle_arg` and `str_array_arg`.
+unsafe fn batch_target<'a>(
+    handle: *const dss_handle,
+    bucket: *const c_char,
+    keys: *const *const c_char,
+    n: usize,
+) -> Result<(&'a Handle, &'a str, Vec<&'a str>)> {
+    // SAFETY: forwarded.
+    unsafe {
+        Ok((
+            handle_arg(handle)?,
+            key_arg(bucket, "bucket")?,
+            str_array_arg(keys, n, "keys", |p, name| key_arg(p, name))?,
+        ))
     }
 }
 
@@ -517,9 +487,7 @@ pub extern "C" fn dss_kv_get_many(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_get_many", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let keys = keys_arg(keys, n)?;
+        let (h, bucket, keys) = batch_target(handle, bucket, keys, n)?;
         if n > 0 && (values.is_null() || lens.is_null()) {
             return Err(Error::invalid("values and lens must not be NULL"));
         }
@@ -568,9 +536,7 @@ pub extern "C" fn dss_kv_set_many(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_set_many", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let keys = keys_arg(keys, n)?;
+        let (h, bucket, keys) = batch_target(handle, bucket, keys, n)?;
         if n > 0 && (values.is_null() || lens.is_null()) {
             return Err(Error::invalid("values and lens must not be NULL"));
         }
@@ -598,9 +564,7 @@ pub extern "C" fn dss_kv_delete_many(
 ) -> c_int {
     // SAFETY: the C caller passes valid or NULL pointers.
     guard("dss_kv_delete_many", || unsafe {
-        let h = handle_arg(handle)?;
-        let bucket = key_arg(bucket, "bucket")?;
-        let keys = keys_arg(keys, n)?;
+        let (h, bucket, keys) = batch_target(handle, bucket, keys, n)?;
         kv::delete_many(h, bucket, &keys).map(|()| 0)
     })
 }

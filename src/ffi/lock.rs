@@ -4,7 +4,10 @@
 use std::ffi::{c_char, c_int};
 use std::ptr;
 
-use super::{dss_handle, guard, handle_arg, id_arg, malloc_str, owner_arg, str_arg, timeval_of};
+use super::{
+    dss_handle, guard, handle_arg, id_arg, malloc_str, owner_arg, put, str_arg, str_array_arg,
+    timeval_of,
+};
 use crate::batch;
 use crate::error::{Error, Kind, Result};
 use crate::lock::{self, Info};
@@ -12,11 +15,8 @@ use crate::wait;
 
 /// Longest lease accepted, in milliseconds (ten years).
 pub const DSS_MAX_TTL_MS: u64 = 315_360_000_000;
-/// Most ids accepted in one batch call.
-pub const DSS_MAX_BATCH: usize = 100_000;
 
 const _: () = assert!(DSS_MAX_TTL_MS == lock::MAX_TTL_MS);
-const _: () = assert!(DSS_MAX_BATCH == batch::MAX_BATCH);
 
 /// Everything about a held lock, filled by dss_lock_info().
 #[repr(C)]
@@ -35,17 +35,6 @@ pub struct dss_lock_info {
     pub token: u64,
 }
 
-/// Writes `token` to `out` if it is not NULL.
-///
-/// # Safety
-/// `out` is NULL or writable.
-unsafe fn put<T>(out: *mut T, value: T) {
-    // SAFETY: caller's contract.
-    if let Some(out) = unsafe { out.as_mut() } {
-        *out = value;
-    }
-}
-
 /// An owner argument that may be NULL.
 ///
 /// # Safety
@@ -58,32 +47,17 @@ unsafe fn optional_owner<'a>(p: *const c_char) -> Result<Option<&'a str>> {
     unsafe { owner_arg(p) }.map(Some)
 }
 
-/// The `n` ids of a batch, each checked as a lock id; at most DSS_MAX_BATCH.
+/// The `n` ids of a batch, each checked as a lock id.
 ///
 /// # Safety
-/// `ids` is NULL or points to `n` readable pointers, each NULL or a string.
+/// As `str_array_arg`.
 unsafe fn ids_arg<'a>(ids: *const *const c_char, n: usize) -> Result<Vec<&'a str>> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    if ids.is_null() {
-        return Err(Error::invalid("lock_ids is NULL"));
-    }
-    if n > DSS_MAX_BATCH {
-        return Err(Error::invalid(format!(
-            "n is {n}: at most {DSS_MAX_BATCH} ids per batch"
-        )));
-    }
-    // SAFETY: caller's contract: n readable pointers.
-    let ptrs = unsafe { std::slice::from_raw_parts(ids, n) };
-    ptrs.iter()
-        .enumerate()
-        // SAFETY: each is NULL or a string (caller's contract).
-        .map(|(i, &p)| {
-            unsafe { id_arg(p) }
-                .map_err(|e| Error::invalid(format!("lock_ids[{i}]: {}", e.message)))
+    // SAFETY: forwarded; each element is NULL or a string.
+    unsafe {
+        str_array_arg(ids, n, "lock_ids", |p, name| {
+            id_arg(p).map_err(|e| Error::invalid(format!("{name}: {}", e.message)))
         })
-        .collect()
+    }
 }
 
 /// Takes a lock, atomically: of two concurrent callers for the same id,

@@ -38,7 +38,11 @@ pub const DSS_MAX_LOCK_ID_LEN: usize = 2048;
 /// Longest lock owner accepted, in bytes, not counting the terminating NUL.
 pub const DSS_MAX_LOCK_OWNER_LEN: usize = 256;
 
+/// Most ids (or keys) accepted in one batch call.
+pub const DSS_MAX_BATCH: usize = 100_000;
+
 const _: () = assert!(DSS_MAX_LOCK_ID_LEN == lock_logic::MAX_ID_LEN);
+const _: () = assert!(DSS_MAX_BATCH == crate::batch::MAX_BATCH);
 const _: () = assert!(DSS_MAX_LOCK_OWNER_LEN == lock_logic::MAX_OWNER_LEN);
 
 /// A connection handle to the Distributed State Service.
@@ -322,22 +326,79 @@ pub extern "C" fn dss_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// A malloc()ed NUL-terminated copy, to be released by the C caller with free().
-pub(crate) fn malloc_str(s: &str) -> Result<*mut c_char> {
-    // SAFETY: plain allocation of len + 1 bytes.
-    let p = unsafe { libc::malloc(s.len() + 1) }.cast::<c_char>();
+/// A malloc()ed copy of `bytes`, NUL-terminated if `nul`, to be released by
+/// the C caller with free(). At least one byte is allocated, so an empty
+/// value is a valid pointer too.
+fn malloc_copy(bytes: &[u8], nul: bool) -> Result<*mut u8> {
+    let size = bytes.len() + usize::from(nul);
+    // SAFETY: plain allocation.
+    let p = unsafe { libc::malloc(size.max(1)) }.cast::<u8>();
     if p.is_null() {
         return Err(Error::new(
             Kind::OutOfMemory,
-            format!("cannot allocate {} bytes for the owner name", s.len() + 1),
+            format!("cannot allocate {size} bytes for a result"),
         ));
     }
-    // SAFETY: `p` has room for s.len() + 1 bytes.
+    // SAFETY: `p` has room for `size` bytes.
     unsafe {
-        ptr::copy_nonoverlapping(s.as_ptr().cast::<c_char>(), p, s.len());
-        *p.add(s.len()) = 0;
+        ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        if nul {
+            *p.add(bytes.len()) = 0;
+        }
     }
     Ok(p)
+}
+
+/// A malloc()ed NUL-terminated copy of a string (free() it).
+pub(crate) fn malloc_str(s: &str) -> Result<*mut c_char> {
+    malloc_copy(s.as_bytes(), true).map(|p| p.cast())
+}
+
+/// A malloc()ed copy of a value (free() it).
+pub(crate) fn malloc_bytes(bytes: &[u8]) -> Result<*mut c_void> {
+    malloc_copy(bytes, false).map(|p| p.cast())
+}
+
+/// Writes `value` to the optional output `out` if it is not NULL.
+///
+/// # Safety
+/// `out` is NULL or writable.
+pub(crate) unsafe fn put<T>(out: *mut T, value: T) {
+    // SAFETY: caller's contract.
+    if let Some(out) = unsafe { out.as_mut() } {
+        *out = value;
+    }
+}
+
+/// The `n` strings of a batch argument `name` (e.g. "lock_ids"), each
+/// checked by `each(pointer, "name[i]")`; at most DSS_MAX_BATCH of them.
+///
+/// # Safety
+/// `array` is NULL or points to `n` readable pointers, each NULL or a
+/// string readable as `each` requires.
+pub(crate) unsafe fn str_array_arg<'a>(
+    array: *const *const c_char,
+    n: usize,
+    name: &str,
+    each: impl Fn(*const c_char, &str) -> Result<&'a str>,
+) -> Result<Vec<&'a str>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if array.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    if n > DSS_MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "n is {n}: at most {DSS_MAX_BATCH} per batch"
+        )));
+    }
+    // SAFETY: caller's contract: n readable pointers.
+    let ptrs = unsafe { std::slice::from_raw_parts(array, n) };
+    ptrs.iter()
+        .enumerate()
+        .map(|(i, &p)| each(p, &format!("{name}[{i}]")))
+        .collect()
 }
 
 /// A `struct timeval` for a point in time, correct before 1970 too

@@ -31,7 +31,7 @@ macro_rules! live {
 /// INSERT ... ON CONFLICT writing `$value` with expiry `$expiry` into
 /// ($1, $key) if `$cond` holds.
 macro_rules! upsert {
-    ($key:literal, $value:literal, $expiry:literal, $cond:literal) => {
+    ($key:literal, $value:literal, [$($expiry:tt)*], $cond:literal) => {
         concat!(
             "INSERT INTO dss.kv AS kv (bucket, key, value, version, expires_at) \
              SELECT $1, ",
@@ -39,7 +39,7 @@ macro_rules! upsert {
             ", ",
             $value,
             ", nextval('dss.kv_version_seq'), ",
-            $expiry,
+            $($expiry)*,
             " WHERE ",
             $cond,
             " \
@@ -58,12 +58,7 @@ macro_rules! upsert {
 /// the version written.
 pub static SET: Query = Query {
     text: concat!(
-        upsert!(
-            "$2",
-            "$3",
-            "CASE WHEN $4 > 0 THEN now() + $4 * interval '1 millisecond' END",
-            "true"
-        ),
+        upsert!("$2", "$3", [expiry!("$4")], "true"),
         " RETURNING version"
     ),
     params: &[TEXT, TEXT, BYTEA, INT8],
@@ -219,7 +214,12 @@ pub static SET_FENCED: Query = Query {
     text: concat!(
         "WITH fence AS (SELECT dss_lock_is_held($4, $5) AS held), \
          w AS (",
-        upsert!("$2", "$3", "NULL::timestamptz", "(SELECT held FROM fence)"),
+        upsert!(
+            "$2",
+            "$3",
+            ["NULL::timestamptz"],
+            "(SELECT held FROM fence)"
+        ),
         " RETURNING version) \
          SELECT (SELECT held FROM fence), (SELECT version FROM w)"
     ),

@@ -30,20 +30,6 @@ const TEXT: Type = Type::TEXT;
 const INT8: Type = Type::INT8;
 const TEXT_ARRAY: Type = Type::TEXT_ARRAY;
 
-/// A lease's expiry for a ttl in milliseconds held by parameter `$p`
-/// (NULL: never expires).
-macro_rules! expiry {
-    ($p:literal) => {
-        concat!(
-            "CASE WHEN ",
-            $p,
-            " > 0 THEN now() + ",
-            $p,
-            " * interval '1 millisecond' END"
-        )
-    };
-}
-
 /// Milliseconds left on the lease of the row in scope, -1 if none.
 macro_rules! expires_in_ms {
     () => {

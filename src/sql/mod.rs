@@ -9,6 +9,20 @@
 
 use postgres::types::Type;
 
+/// An expiry for a ttl in milliseconds held by `$p` (a parameter or a
+/// column): NULL (never) for 0. Used by the lock and kv statements.
+macro_rules! expiry {
+    ($p:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $p,
+            " > 0 THEN now() + ",
+            $p,
+            " * interval '1 millisecond' END"
+        )
+    };
+}
+
 pub mod kv;
 pub mod lock;
 

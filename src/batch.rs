@@ -75,7 +75,7 @@ pub fn lock_many(h: &Handle, ids: &[&str], owner: &str, ttl_ms: u64) -> Result<O
         c.query_opt(&q::LOCK_MANY, &[&ids, &owner, &ttl])
     })?;
     Ok(row.map(|row| {
-        let index = (row.get::<_, i64>(0) - 1) as usize;
+        let index = (row.get::<i64>(0) - 1) as usize;
         Conflict {
             index,
             id: ids[index].to_string(),
@@ -107,7 +107,7 @@ fn many(
     }
     let failed = h.run(what, |c| {
         c.query_opt(query, &[&ids, &owner])
-            .map(|row| row.map(|row| (row.get::<_, i64>(0), Seen::read(&row, 1))))
+            .map(|row| row.map(|row| (row.get::<i64>(0), Seen::read(&row, 1))))
     })?;
     match failed {
         None => Ok(()),

@@ -8,8 +8,6 @@
 
 use std::fmt;
 
-use postgres::error::SqlState;
-
 /// What went wrong, as far as the caller's errno is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -91,7 +89,7 @@ impl Kind {
     /// One deliberate refinement: 23514 (a CHECK constraint, i.e. our length
     /// limits) is EINVAL, as phobos's varchar limits gave EINVAL (22001).
     pub fn from_sqlstate(code: &str) -> Kind {
-        if code == SqlState::CHECK_VIOLATION.code() {
+        if code == "23514" {
             return Kind::InvalidArgument;
         }
         match code {
@@ -136,19 +134,15 @@ impl Error {
 
     /// A database error from a statement. An error without a SQLSTATE (the
     /// connection closed, a socket error) is `Communication`, never success.
-    pub fn from_pg(context: &str, e: &postgres::Error) -> Error {
-        match e.as_db_error() {
+    pub fn from_pg(context: &str, e: &crate::pg::Error) -> Error {
+        match e.as_db() {
             Some(db) => {
-                let mut message = format!(
-                    "{context}: {} (SQLSTATE {})",
-                    db.message(),
-                    db.code().code()
-                );
-                if let Some(detail) = db.detail() {
+                let mut message = format!("{context}: {} (SQLSTATE {})", db.message, db.code);
+                if let Some(detail) = &db.detail {
                     message.push_str(": ");
                     message.push_str(detail);
                 }
-                Error::new(Kind::from_sqlstate(db.code().code()), message)
+                Error::new(Kind::from_sqlstate(&db.code), message)
             }
             None => Error::new(
                 Kind::Communication,
@@ -197,22 +191,15 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
 ///
 /// Any other error without SQLSTATE (end of file, timeout) is never "safe":
 /// the statement may have committed before the link broke.
-pub fn statement_did_not_run(e: &postgres::Error) -> bool {
-    if let Some(code) = e.code() {
-        let c = code.code();
-        return c.starts_with("08") || c.starts_with("57P");
+pub fn statement_did_not_run(e: &crate::pg::Error) -> bool {
+    match e {
+        crate::pg::Error::Db(db) => db.code.starts_with("08") || db.code.starts_with("57P"),
+        crate::pg::Error::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
     }
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            );
-        }
-        cause = c.source();
-    }
-    false
 }
 
 #[cfg(test)]

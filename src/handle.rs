@@ -9,7 +9,7 @@
 //!   inherited handle in a child) never touches its creator's pool: it
 //!   lazily builds a pool of its own for the current pid ([`PidPool`]).
 //! * Whatever was inherited is never dropped in the child: dropping a
-//!   `postgres::Client` sends Terminate on a socket the parent still uses.
+//!   `pg::Client` sends Terminate on a socket the parent still uses.
 //!   Inherited pools are leaked on purpose (a few hundred bytes per fork
 //!   generation).
 
@@ -124,7 +124,7 @@ impl Handle {
     pub fn run<T>(
         &self,
         what: &str,
-        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+        mut f: impl FnMut(&mut Conn) -> crate::pg::Result<T>,
     ) -> Result<T> {
         let pool = self.pool();
         let mut retries = 0;

@@ -46,7 +46,7 @@ pub fn set(h: &Handle, bucket: &str, key: &str, value: &[u8], ttl_ms: u64) -> Re
     check_value(value)?;
     h.run("kv_set", |c| {
         c.query_one(&q::SET, &[&bucket, &key, &value, &ttl])
-            .map(|row| row.get::<_, i64>(0) as u64)
+            .map(|row| row.get::<i64>(0) as u64)
     })
 }
 
@@ -54,7 +54,7 @@ pub fn set(h: &Handle, bucket: &str, key: &str, value: &[u8], ttl_ms: u64) -> Re
 pub fn get(h: &Handle, bucket: &str, key: &str) -> Result<(Vec<u8>, u64)> {
     let row = h.run("kv_get", |c| c.query_opt(&q::GET, &[&bucket, &key]))?;
     match row {
-        Some(row) => Ok((row.get(0), row.get::<_, i64>(1) as u64)),
+        Some(row) => Ok((row.get(0), row.get::<i64>(1) as u64)),
         None => Err(not_found(bucket, key)),
     }
 }
@@ -121,7 +121,7 @@ pub fn list(
             c.query(&q::LIST_PREFIX, &[&bucket, &after, &fetch, &prefix, &end])
         }
     })?;
-    let mut keys: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let mut keys: Vec<String> = rows.iter().map(|r| r.get::<String>(0)).collect();
     let next = if keys.len() > limit {
         keys.truncate(limit);
         keys.last().cloned()
@@ -150,7 +150,7 @@ pub fn cas(h: &Handle, bucket: &str, key: &str, expected: u64, value: &[u8]) -> 
     };
     let version = h.run("kv_cas", |c| {
         c.query_one(&q::CAS, &[&bucket, &key, &expected_param, &value])
-            .map(|row| row.get::<_, Option<i64>>(0))
+            .map(|row| row.get::<Option<i64>>(0))
     })?;
     version
         .map(|v| v as u64)
@@ -241,7 +241,7 @@ pub fn set_fenced(
             &q::SET_FENCED,
             &[&bucket, &key, &value, &lock_id, &token_param],
         )
-        .map(|row| (row.get::<_, bool>(0), row.get::<_, Option<i64>>(1)))
+        .map(|row| (row.get::<bool>(0), row.get::<Option<i64>>(1)))
     })?;
     match version {
         Some(v) if held => Ok(v as u64),

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use postgres::Row;
+use crate::pg::Row;
 
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
@@ -78,7 +78,7 @@ pub fn lock(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
     let ttl = ttl_param(ttl_ms)?;
     let token = h.run("lock", |c| {
         c.query_one(&q::LOCK, &[&id, &owner, &ttl])
-            .map(|row| row.get::<_, Option<i64>>(0))
+            .map(|row| row.get::<Option<i64>>(0))
     })?;
     match token {
         Some(token) => Ok(token as u64),
@@ -126,7 +126,7 @@ pub fn unlock(h: &Handle, id: &str, owner: Option<&str>, actor: &str) -> Result<
         None => {
             let released = h.run("unlock", |c| {
                 c.query_one(&q::UNLOCK_FORCE, &[&id, &actor])
-                    .map(|row| row.get::<_, bool>(0))
+                    .map(|row| row.get::<bool>(0))
             })?;
             if released { Ok(()) } else { Err(no_lock(id)) }
         }
@@ -161,9 +161,9 @@ fn read_info(row: &Row, at: usize) -> Info {
         owner: row.get(at),
         locked_at: row.get(at + 1),
         refreshed_at: row.get(at + 2),
-        ttl_ms: row.get::<_, i64>(at + 3) as u64,
+        ttl_ms: row.get::<i64>(at + 3) as u64,
         expires_in_ms: row.get(at + 4),
-        token: row.get::<_, i64>(at + 5) as u64,
+        token: row.get::<i64>(at + 5) as u64,
     }
 }
 
@@ -174,7 +174,7 @@ pub fn check(h: &Handle, id: &str, token: u64) -> Result<()> {
     };
     let held = h.run("check", |c| {
         c.query_one(&q::CHECK, &[&id, &token_param])
-            .map(|row| row.get::<_, bool>(0))
+            .map(|row| row.get::<bool>(0))
     })?;
     if held { Ok(()) } else { Err(stale(id, token)) }
 }
@@ -197,7 +197,7 @@ pub fn clean(h: &Handle, owner_prefix: &str, actor: &str) -> Result<u64> {
     }
     h.run("clean", |c| {
         c.query_one(&q::CLEAN, &[&owner_prefix, &actor])
-            .map(|row| row.get::<_, i64>(0) as u64)
+            .map(|row| row.get::<i64>(0) as u64)
     })
 }
 
@@ -226,7 +226,7 @@ pub fn history(h: &Handle, id: &str, limit: u32) -> Result<Vec<Event>> {
             at: row.get(1),
             event: row.get(2),
             owner: row.get(3),
-            token: row.get::<_, i64>(4) as u64,
+            token: row.get::<i64>(4) as u64,
             actor: row.get(5),
         })
         .collect())

@@ -1,7 +1,7 @@
 //! Connections: one PostgreSQL session with its prepared statements, and the
 //! two pools that hand them out.
 //!
-//! * [`R2d2Pool`]: an `r2d2` pool of `r2d2_postgres` clients, used by the one
+//! * [`R2d2Pool`]: an `r2d2` pool of connections, used by the one
 //!   process that started r2d2 (see `handle.rs` for why only one).
 //! * [`LocalPool`]: a small pool built on `std::sync` only, with connections
 //!   made in the calling thread; used in any other process (after `fork()`),
@@ -19,16 +19,14 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
-use r2d2_postgres::PostgresConnectionManager;
+use postgres_types::ToSql;
 
 use crate::config::Settings;
 use crate::error::{Error, Kind, Result};
+use crate::pg::{Client, Row, Statement};
 use crate::sql::{self, Query};
 
-type PgResult<T> = std::result::Result<T, postgres::Error>;
+type PgResult<T> = crate::pg::Result<T>;
 
 thread_local! {
     static ROUND_TRIPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -60,8 +58,7 @@ impl Conn {
     /// Errors: `NotConnected` (cannot reach or log in), `TooManyUsers`,
     /// `Protocol` (schema missing or too old).
     pub fn connect(pg: &postgres::Config) -> Result<Conn> {
-        let manager = PostgresConnectionManager::new(pg.clone(), NoTls);
-        let mut client = r2d2::ManageConnection::connect(&manager).map_err(connect_error)?;
+        let mut client = Client::connect(pg).map_err(connect_error)?;
         check_schema(&mut client)?;
         Ok(Conn {
             client,
@@ -77,7 +74,7 @@ impl Conn {
             return Ok(st.clone());
         }
         round_trip();
-        let st = self.client.prepare_typed(q.text, q.params)?;
+        let st = self.client.prepare(q.text, q.params)?;
         self.prepared.insert(q.key(), st.clone());
         Ok(st)
     }
@@ -92,14 +89,24 @@ impl Conn {
         self.client.query(&st, params)
     }
 
+    /// Exactly one row, or an error that says how many there were.
+    fn one(rows: Vec<Row>) -> PgResult<Row> {
+        let n = rows.len();
+        let mut rows = rows.into_iter();
+        match (rows.next(), n) {
+            (Some(row), 1) => Ok(row),
+            _ => Err(crate::pg::Error::Protocol(format!(
+                "the statement returned {n} rows, 1 expected"
+            ))),
+        }
+    }
+
     pub fn query_one(
         &mut self,
         q: &'static Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> PgResult<Row> {
-        let st = self.statement(q)?;
-        round_trip();
-        self.client.query_one(&st, params)
+        Self::one(self.query(q, params)?)
     }
 
     pub fn query_opt(
@@ -107,9 +114,11 @@ impl Conn {
         q: &'static Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> PgResult<Option<Row>> {
-        let st = self.statement(q)?;
-        round_trip();
-        self.client.query_opt(&st, params)
+        let rows = self.query(q, params)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Self::one(rows).map(Some)
     }
 
     /// A command without parameters or results (LISTEN, UNLISTEN), by the
@@ -120,26 +129,21 @@ impl Conn {
     }
 
     /// True if the session is known to be dead, found without a round trip:
-    /// looks at what the client has already received while idle (a FATAL on
-    /// shutdown, or end of file). Best effort: tokio may not have noticed
-    /// data that just arrived, so a dead session can still pass; the call
-    /// then fails in a way `handle::Handle::run` recognises and retries.
+    /// reads what the server sent while the session was idle (a FATAL on
+    /// shutdown, or end of file). A session that dies just after this check
+    /// fails the call in a way `handle::Handle::run` recognises and retries.
     pub fn is_stale(&mut self) -> bool {
-        if self.broken || self.client.is_closed() {
-            return true;
-        }
-        let polled = self.client.notifications().iter().next();
-        polled.is_err() || self.client.is_closed()
+        self.broken || self.client.is_stale()
     }
 }
 
-fn connect_error(e: postgres::Error) -> Error {
-    let kind = match e.code().map(|c| c.code()) {
+fn connect_error(e: crate::pg::Error) -> Error {
+    let kind = match e.code() {
         Some("53300") => Kind::TooManyUsers,
         _ => Kind::NotConnected,
     };
-    let detail = match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+    let detail = match e.as_db() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message, db.code),
         None => crate::error::with_causes(&e),
     };
     Error::new(kind, format!("cannot connect to PostgreSQL: {detail}"))
@@ -147,9 +151,12 @@ fn connect_error(e: postgres::Error) -> Error {
 
 fn check_schema(client: &mut Client) -> Result<()> {
     let expected = sql::SCHEMA_VERSION;
-    let found: Option<i32> = match client.query_one(sql::SCHEMA_VERSION_QUERY, &[]) {
-        Ok(row) => row.get(0),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => None,
+    let read = client
+        .prepare(sql::SCHEMA_VERSION_QUERY, &[])
+        .and_then(|st| client.query(&st, &[]));
+    let found: Option<i32> = match read {
+        Ok(rows) => rows.first().and_then(|row| row.get(0)),
+        Err(e) if e.code() == Some("42P01") => None,
         Err(e) => return Err(Error::from_pg("cannot read dss.schema_info", &e)),
     };
     match found {

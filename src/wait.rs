@@ -18,8 +18,6 @@
 
 use std::time::{Duration, Instant};
 
-use postgres::fallible_iterator::FallibleIterator;
-
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
 use crate::lock::{MAX_TTL_MS, ttl_param};
@@ -63,7 +61,7 @@ struct Waiter<'a> {
     deadline: Option<Instant>,
 }
 
-type PgResult<T> = std::result::Result<T, postgres::Error>;
+type PgResult<T> = crate::pg::Result<T>;
 
 /// What one attempt found.
 enum Attempt {
@@ -82,7 +80,7 @@ impl Waiter<'_> {
             &q::WAIT_TRY,
             &[&self.id, &self.owner, &self.ttl, &ticket, &self.queue_ms],
         )?;
-        let attempt = match row.get::<_, Option<i64>>(0) {
+        let attempt = match row.get::<Option<i64>>(0) {
             Some(token) => Attempt::Taken(token as u64),
             None => Attempt::Held(row.get(3)),
         };
@@ -141,10 +139,9 @@ impl Waiter<'_> {
                 }
                 sleep = sleep.min(deadline - now);
             }
-            let mut notes = c.client.notifications();
-            let woken = notes.timeout_iter(sleep).next()?.is_some();
-            // Several releases may have queued several notifications.
-            while notes.iter().next()?.is_some() {}
+            // Consumes every notification received (several releases may
+            // have sent several).
+            let woken = c.client.wait_notification(sleep)?;
             if !woken {
                 poll = (poll * 2).min(LONGEST_POLL);
             }

@@ -107,6 +107,22 @@ pub fn client() -> postgres::Client {
     postgres::Client::connect(&conninfo(), postgres::NoTls).unwrap()
 }
 
+/// A session of the library's own client, the one under every call.
+pub fn pg_client() -> dss::pg::Client {
+    let s = Settings::new(&conninfo()).unwrap();
+    dss::pg::Client::connect(&s.pg).unwrap()
+}
+
+/// Prepares and runs `sql` on `c` (two round trips).
+pub fn pg_query(
+    c: &mut dss::pg::Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> dss::pg::Result<Vec<dss::pg::Row>> {
+    let st = c.prepare(sql, &[])?;
+    c.query(&st, params)
+}
+
 /// A new empty database NAME_<pid> on the test cluster (dropped first if a
 /// previous run left it); returns its conninfo.
 pub fn fresh_database(name: &str) -> String {

@@ -394,10 +394,8 @@ fn user_name() -> String {
 /// exist yet) runs every shipped migration in order. Each is one
 /// idempotent transaction, so running it again changes nothing.
 fn migrate(settings: Settings, dry_run: bool) -> Outcome {
-    let mut client = settings
-        .pg
-        .connect(postgres::NoTls)
-        .map_err(|e| Error::from_pg("connect", &e))?;
+    let mut client =
+        dss::pg::Client::connect(&settings.pg).map_err(|e| Error::from_pg("connect", &e))?;
     let mut out = String::new();
     let before = schema_version(&mut client)?;
     if dry_run {
@@ -429,17 +427,14 @@ fn migrate(settings: Settings, dry_run: bool) -> Outcome {
 }
 
 /// `max(version)` of dss.schema_info; None if there is no schema yet.
-fn schema_version(client: &mut postgres::Client) -> Result<Option<i32>, Error> {
-    match client.query_one(dss::sql::SCHEMA_VERSION_QUERY, &[]) {
-        Ok(row) => Ok(row.get(0)),
-        Err(e)
-            if e.code().is_some_and(|c| {
-                *c == postgres::error::SqlState::UNDEFINED_TABLE
-                    || *c == postgres::error::SqlState::INVALID_SCHEMA_NAME
-            }) =>
-        {
-            Ok(None)
-        }
+fn schema_version(client: &mut dss::pg::Client) -> Result<Option<i32>, Error> {
+    let read = client
+        .prepare(dss::sql::SCHEMA_VERSION_QUERY, &[])
+        .and_then(|st| client.query(&st, &[]));
+    match read {
+        Ok(rows) => Ok(rows.first().and_then(|row| row.get(0))),
+        // undefined_table, invalid_schema_name
+        Err(e) if matches!(e.code(), Some("42P01" | "3F000")) => Ok(None),
         Err(e) => Err(Error::from_pg("schema version", &e)),
     }
 }

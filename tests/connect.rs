@@ -1,0 +1,643 @@
+//! How the library connects to PostgreSQL, through its public Rust API
+//! (`Settings::new` + `Handle::open`, then a lock round trip), against real
+//! servers this test binary starts itself.
+//!
+//! Covered: SCRAM-SHA-256, md5 and cleartext `password` authentication over
+//! TCP (a password with spaces and a quote, quoted libpq-style); a wrong
+//! password and a missing one; multi-host failover past a missing socket
+//! directory and past a refused TCP port; `target_session_attrs=read-write`
+//! skipping a read-only server; a server that accepts TCP but never speaks;
+//! and no `user=` at all (the OS user name, not a role of the cluster).
+//!
+//! The clusters: scripts/pgtmp.sh cannot be used, because it listens on a
+//! Unix socket only and runs psql on the fixed port 5432. So this file runs
+//! initdb and pg_ctl itself (newest /usr/lib/postgresql/*/bin, or `PG_BIN`;
+//! as the `postgres` user when run as root), with a pg_hba.conf of its own
+//! (see [`PG_HBA`]), listening on a Unix socket in a private directory and on
+//! 127.0.0.1 at a free port. It creates database `dss`, applies sql/ in name
+//! order and creates the roles `u_scram`, `u_md5` and `u_plain`. One writable
+//! cluster is shared by the tests; `target_session_attrs` gets a second,
+//! read-only cluster (`default_transaction_read_only = on`) of its own.
+//! Every cluster is destroyed at process exit (libc::atexit), whatever the
+//! outcome; one that cannot be started fails the test. Nothing is skipped.
+//!
+//! The tests assume the OS user is not `postgres` (the one role with trust
+//! over TCP): the test without `user=` expects a login failure.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once, OnceLock, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use dss::config::Settings;
+use dss::handle::Handle;
+use dss::lock;
+
+/// Longest a `Handle::open` may take before the test calls it hung.
+const OPEN_LIMIT: Duration = Duration::from_secs(30);
+
+const SCRAM_PASSWORD: &str = "p a'ss w";
+const MD5_PASSWORD: &str = "md5 p'w";
+const PLAIN_PASSWORD: &str = "clear text";
+
+/// Trust for the superuser (setup, and the `target_session_attrs` test);
+/// one authentication method per test role; nothing for anyone else.
+const PG_HBA: &str = "\
+local all postgres trust
+host all u_scram 127.0.0.1/32 scram-sha-256
+host all u_md5 127.0.0.1/32 md5
+host all u_plain 127.0.0.1/32 password
+host all postgres 127.0.0.1/32 trust
+";
+
+// ---------------------------------------------------------------- clusters
+
+/// A running test cluster.
+struct Pg {
+    dir: PathBuf,
+    port: u16,
+}
+
+/// Directories of the clusters started by this process, for [`destroy_all`].
+static STARTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+extern "C" fn destroy_all() {
+    let dirs = std::mem::take(&mut *STARTED.lock().unwrap_or_else(PoisonError::into_inner));
+    for dir in dirs {
+        destroy(&dir);
+    }
+}
+
+/// Stops the server in `dir` (if any) and removes `dir`.
+fn destroy(dir: &Path) {
+    if dir.join("data/postmaster.pid").exists() {
+        let _ = as_pg(&pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"])
+            .output();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The directory of initdb, pg_ctl and psql.
+fn pg_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PG_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (/usr/lib/postgresql; apt-get install postgresql)")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let version = e
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|n| n.parse().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+        .1
+}
+
+/// `program`, run as the `postgres` user when we are root (PostgreSQL
+/// refuses to run as root).
+fn as_pg(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Runs `cmd`; fails the test with its output if it fails.
+fn run(what: &str, cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `'…'` for SQL.
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// `'…'` for a libpq-style conninfo.
+fn conninfo_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+impl Pg {
+    /// initdb, our pg_hba.conf, start, database `dss` with sql/ applied, and
+    /// the test roles.
+    fn start(prefix: &str) -> Pg {
+        let dir = PathBuf::from(run(
+            "mktemp",
+            Command::new("mktemp")
+                .arg("-d")
+                .arg(format!("/tmp/{prefix}.XXXXXX")),
+        ));
+        static ATEXIT: Once = Once::new();
+        // SAFETY: registering a plain extern "C" fn.
+        ATEXIT.call_once(|| unsafe {
+            libc::atexit(destroy_all);
+        });
+        STARTED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(dir.clone());
+        if is_root() {
+            run("chown", Command::new("chown").arg("postgres").arg(&dir));
+        }
+        run(
+            "initdb",
+            as_pg(&pg_bin().join("initdb"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8"])
+                .arg("--locale=C.UTF-8"),
+        );
+        // Rewritten in place: the file keeps its owner (postgres).
+        std::fs::write(dir.join("data/pg_hba.conf"), PG_HBA).unwrap();
+        let mut pg = Pg { dir, port: 0 };
+        pg.launch("");
+
+        pg.psql("postgres", "CREATE DATABASE dss");
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap().to_str().unwrap();
+                    name.starts_with(|c: char| c.is_ascii_digit()) && name.ends_with(".sql")
+                })
+                .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no sql/ migrations found");
+        for f in &files {
+            run(
+                &format!("psql -f {}", f.display()),
+                pg.psql_command("dss").arg("-f").arg(f),
+            );
+        }
+
+        let roles = "u_scram, u_md5, u_plain";
+        pg.psql(
+            "dss",
+            &format!(
+                "SET password_encryption = 'scram-sha-256';
+                 CREATE ROLE u_scram LOGIN PASSWORD {};
+                 SET password_encryption = 'md5';
+                 CREATE ROLE u_md5 LOGIN PASSWORD {};
+                 SET password_encryption = 'scram-sha-256';
+                 CREATE ROLE u_plain LOGIN PASSWORD {};
+                 GRANT USAGE ON SCHEMA dss TO {roles};
+                 GRANT ALL ON ALL TABLES IN SCHEMA dss TO {roles};
+                 GRANT ALL ON ALL SEQUENCES IN SCHEMA dss TO {roles};
+                 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA dss TO {roles};
+                 GRANT EXECUTE ON FUNCTION public.dss_lock_is_held(text, bigint) TO {roles};",
+                sql_literal(SCRAM_PASSWORD),
+                sql_literal(MD5_PASSWORD),
+                sql_literal(PLAIN_PASSWORD),
+            ),
+        );
+        // The verifiers really are of the kind each auth method needs.
+        assert_eq!(
+            pg.psql(
+                "postgres",
+                "SELECT rolname || ' ' || CASE WHEN rolpassword LIKE 'SCRAM-SHA-256$%' THEN 'scram' \
+                 WHEN rolpassword LIKE 'md5%' THEN 'md5' ELSE 'other' END \
+                 FROM pg_authid WHERE rolname LIKE 'u\\_%' ORDER BY rolname"
+            ),
+            "u_md5 md5\nu_plain scram\nu_scram scram"
+        );
+        pg
+    }
+
+    /// Starts the server on a free port (another one if that port was
+    /// taken in the meantime), with extra `-c` settings.
+    fn launch(&mut self, extra: &str) {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let out = as_pg(&pg_bin().join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!(
+                    "-c listen_addresses=127.0.0.1 -c port={port} \
+                     -c unix_socket_directories='{}' -c max_connections=100 \
+                     -c fsync=off {extra}",
+                    self.dir.display()
+                ))
+                .arg("start")
+                .output()
+                .expect("run pg_ctl");
+            if out.status.success() {
+                self.port = port;
+                return;
+            }
+            last = format!(
+                "{}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+            );
+        }
+        panic!("pg_ctl start failed five times:\n{last}");
+    }
+
+    fn stop(&self) {
+        run(
+            "pg_ctl stop",
+            as_pg(&pg_bin().join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "fast", "-w", "-t", "60", "stop"]),
+        );
+    }
+
+    /// psql as the superuser on the Unix socket, stopping at the first error.
+    fn psql_command(&self, db: &str) -> Command {
+        let psql = pg_bin().join("psql");
+        let mut c = Command::new(if psql.exists() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        });
+        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.dir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres", "-d", db]);
+        c
+    }
+
+    /// Runs `sql` (one or more statements) and returns the output.
+    fn psql(&self, db: &str, sql: &str) -> String {
+        run(
+            &format!("psql -c {sql:?}"),
+            self.psql_command(db).arg("-c").arg(sql),
+        )
+    }
+
+    /// A TCP conninfo for database `dss` on this cluster, plus `extra`.
+    fn tcp(&self, extra: &str) -> String {
+        format!("host=127.0.0.1 port={} dbname=dss {extra}", self.port)
+    }
+
+    /// Owner of lock `id` in this cluster's dss.locks ("" if none).
+    fn lock_owner(&self, id: &str) -> String {
+        self.psql(
+            "dss",
+            &format!("SELECT owner FROM dss.locks WHERE id = {}", sql_literal(id)),
+        )
+    }
+
+    /// The role of the session(s) with this application_name.
+    fn session_user(&self, app: &str) -> String {
+        self.psql(
+            "postgres",
+            &format!(
+                "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity \
+                 WHERE application_name = {}",
+                sql_literal(app)
+            ),
+        )
+    }
+}
+
+/// The writable cluster the tests share.
+fn cluster() -> &'static Pg {
+    static CLUSTER: OnceLock<Pg> = OnceLock::new();
+    CLUSTER.get_or_init(|| Pg::start("dss-conn"))
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A name no other test uses.
+fn uid(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `Handle::open` on `conninfo`, in a thread, so that a hang fails the test
+/// after [`OPEN_LIMIT`] instead of hanging it. The conninfo itself must be
+/// valid (Settings::new succeeds).
+fn open(conninfo: &str) -> dss::error::Result<Handle> {
+    let settings = match Settings::new(conninfo) {
+        Ok(s) => s,
+        // Not the conninfo: it may hold a password.
+        Err(e) => panic!("Settings::new: {} ({})", e.message, e.errno()),
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Handle::open(settings));
+    });
+    match rx.recv_timeout(OPEN_LIMIT) {
+        Ok(r) => r,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("Handle::open did not return within {OPEN_LIMIT:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("Handle::open panicked"),
+    }
+}
+
+/// The errno and message of a `Handle::open` that must fail.
+fn open_err(conninfo: &str) -> (i32, String) {
+    match open(conninfo) {
+        Ok(_) => panic!("Handle::open succeeded; expected a failure"),
+        Err(e) => (e.errno(), e.message),
+    }
+}
+
+/// lock + unlock through the library, checked in `pg`'s dss.locks.
+fn lock_round_trip(h: &Handle, pg: &Pg) {
+    let id = uid("connect");
+    let owner = uid("owner");
+    lock::lock(h, &id, &owner, 0).unwrap_or_else(|e| panic!("lock: {} ({})", e.message, e.errno()));
+    assert_eq!(pg.lock_owner(&id), owner, "the lock is in dss.locks");
+    lock::unlock(h, &id, Some(&owner), "connect-test")
+        .unwrap_or_else(|e| panic!("unlock: {} ({})", e.message, e.errno()));
+    assert_eq!(pg.lock_owner(&id), "", "the unlock removed it");
+}
+
+/// Logs in as `user` with `password` over TCP, checks the session really is
+/// `user`'s, and does a lock round trip.
+fn password_login_works(user: &str, password: &str) {
+    let pg = cluster();
+    let app = uid("app");
+    let h = open(&pg.tcp(&format!(
+        "user={user} password={} application_name={app}",
+        conninfo_quote(password)
+    )))
+    .unwrap_or_else(|e| panic!("open as {user}: {} ({})", e.message, e.errno()));
+    assert_eq!(
+        pg.session_user(&app),
+        user,
+        "the pooled sessions are {user}'s"
+    );
+    lock_round_trip(&h, pg);
+}
+
+fn hung_open_fails(conninfo: &str, what: &str) {
+    let t = Instant::now();
+    let (errno, message) = open_err(conninfo);
+    eprintln!(
+        "{what}: errno {errno} ({}) after {:?}: {message}",
+        if errno == -libc::ENOTCONN {
+            "-ENOTCONN"
+        } else if errno == -libc::ECOMM {
+            "-ECOMM"
+        } else {
+            "?"
+        },
+        t.elapsed()
+    );
+    assert!(
+        errno == -libc::ENOTCONN || errno == -libc::ECOMM,
+        "{what}: errno {errno}: {message}"
+    );
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn scram_sha_256_password_over_tcp() {
+    password_login_works("u_scram", SCRAM_PASSWORD);
+}
+
+#[test]
+fn md5_password_over_tcp() {
+    password_login_works("u_md5", MD5_PASSWORD);
+}
+
+#[test]
+fn cleartext_password_over_tcp() {
+    password_login_works("u_plain", PLAIN_PASSWORD);
+}
+
+#[test]
+fn wrong_password_is_enotconn_with_the_servers_reason() {
+    let pg = cluster();
+    let wrong = "Wr0ng-S3cret-xyzzy";
+    for user in ["u_scram", "u_md5", "u_plain"] {
+        let (errno, message) = open_err(&pg.tcp(&format!("user={user} password={wrong}")));
+        eprintln!("wrong password for {user}: {errno}: {message}");
+        assert_eq!(errno, -libc::ENOTCONN, "{user}: {message}");
+        assert!(
+            message.contains("password authentication failed") || message.contains("28P01"),
+            "{user}: the server's reason: {message}"
+        );
+        assert!(
+            message.contains(user),
+            "{user}: the server names the role: {message}"
+        );
+        assert!(
+            !message.contains(wrong),
+            "{user}: password leaked: {message}"
+        );
+    }
+}
+
+#[test]
+fn missing_password_is_enotconn() {
+    let pg = cluster();
+    for user in ["u_scram", "u_md5", "u_plain"] {
+        let (errno, message) = open_err(&pg.tcp(&format!("user={user}")));
+        eprintln!("no password for {user}: {errno}: {message}");
+        assert_eq!(errno, -libc::ENOTCONN, "{user}: {message}");
+        assert!(!message.is_empty());
+    }
+}
+
+#[test]
+fn failover_past_a_missing_socket_directory() {
+    let pg = cluster();
+    let p = pg.port;
+    let app = uid("app");
+    let h = open(&format!(
+        "host=/nonexistent-dir-xyz,127.0.0.1 port={p},{p} dbname=dss user=u_scram \
+         password={} application_name={app}",
+        conninfo_quote(SCRAM_PASSWORD)
+    ))
+    .unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    assert_eq!(pg.session_user(&app), "u_scram");
+    lock_round_trip(&h, pg);
+}
+
+#[test]
+fn failover_past_a_refused_tcp_port() {
+    let pg = cluster();
+    let dead = free_port();
+    // Nothing listens on `dead`: the first host refuses.
+    assert!(TcpStream::connect(("127.0.0.1", dead)).is_err());
+    let app = uid("app");
+    let h = open(&format!(
+        "host=127.0.0.1,127.0.0.1 port={dead},{} dbname=dss user=u_md5 password={} \
+         application_name={app}",
+        pg.port,
+        conninfo_quote(MD5_PASSWORD)
+    ))
+    .unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    assert_eq!(pg.session_user(&app), "u_md5");
+    lock_round_trip(&h, pg);
+}
+
+#[test]
+fn target_session_attrs_read_write_skips_a_read_only_server() {
+    let rw = cluster();
+    // Destroyed at the end of the test (and at exit, if it fails).
+    struct Destroy(PathBuf);
+    impl Drop for Destroy {
+        fn drop(&mut self) {
+            destroy(&self.0);
+        }
+    }
+    let mut ro = Pg::start("dss-ro");
+    let _cleanup = Destroy(ro.dir.clone());
+    // A complete dss database, made read-only for every new session.
+    ro.stop();
+    ro.launch("-c default_transaction_read_only=on");
+    assert_eq!(ro.psql("dss", "SHOW transaction_read_only"), "on");
+    assert_eq!(rw.psql("dss", "SHOW transaction_read_only"), "off");
+    let hosts = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} dbname=dss user=postgres",
+        ro.port, rw.port
+    );
+
+    // Control: without target_session_attrs the read-only server, listed
+    // first, is the one used, and a lock cannot be taken there.
+    let h = open(&hosts).unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    let id = uid("ro");
+    match lock::lock(&h, &id, "o", 0) {
+        Ok(_) => panic!("a lock was taken on the read-only server"),
+        Err(e) => eprintln!("lock on the read-only server: {}: {}", e.errno(), e.message),
+    }
+    drop(h);
+    assert_eq!(rw.lock_owner(&id), "");
+
+    // read-write: the writable server, listed second, is the one used.
+    let h = open(&format!("{hosts} target_session_attrs=read-write"))
+        .unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    let id = uid("rw");
+    let owner = uid("owner");
+    lock::lock(&h, &id, &owner, 0)
+        .unwrap_or_else(|e| panic!("lock: {} ({})", e.message, e.errno()));
+    assert_eq!(
+        rw.lock_owner(&id),
+        owner,
+        "the lock is on the writable server"
+    );
+    assert_eq!(ro.lock_owner(&id), "");
+    lock::unlock(&h, &id, Some(&owner), "connect-test").unwrap();
+    assert_eq!(rw.lock_owner(&id), "");
+    drop(h);
+
+    // Only the read-only server: no acceptable host.
+    let (errno, message) = open_err(&ro.tcp("user=postgres target_session_attrs=read-write"));
+    eprintln!("read-write on the read-only server only: {errno}: {message}");
+    assert_eq!(errno, -libc::ENOTCONN, "{message}");
+}
+
+#[test]
+fn server_that_never_accepts_fails_within_connect_timeout() {
+    // The kernel completes the TCP handshake (backlog); nobody reads.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    hung_open_fails(
+        &format!("host=127.0.0.1 port={port} dbname=dss user=u connect_timeout=1"),
+        "never accepted",
+    );
+    drop(listener);
+}
+
+#[test]
+fn server_that_accepts_but_never_answers_fails_within_connect_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and keeps every connection open, silently, until the test
+    // ends (the listener and the streams live in this thread).
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let acceptor = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let mut held = Vec::new();
+        loop {
+            match listener.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    match stop_rx.recv_timeout(Duration::from_millis(10)) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return held.len(),
+                    }
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    });
+    hung_open_fails(
+        &format!("host=127.0.0.1 port={port} dbname=dss user=u connect_timeout=1"),
+        "accepted, never answered",
+    );
+    stop_tx.send(()).unwrap();
+    let accepted = acceptor.join().unwrap();
+    assert!(
+        accepted >= 1,
+        "the library did connect to the silent server"
+    );
+}
+
+#[test]
+fn no_user_means_the_os_user() {
+    let pg = cluster();
+    let me = run("id -un", Command::new("id").arg("-un"));
+    assert_ne!(
+        me, "postgres",
+        "this test needs an OS user that is not a role"
+    );
+    let (errno, message) = open_err(&pg.tcp(""));
+    eprintln!("no user= (OS user {me}): {errno}: {message}");
+    assert_eq!(errno, -libc::ENOTCONN, "{message}");
+    assert!(
+        message.contains(&format!("\"{me}\"")),
+        "the server names user \"{me}\": {message}"
+    );
+}

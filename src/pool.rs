@@ -372,6 +372,8 @@ pub struct LocalPool {
 struct LocalState {
     idle: Vec<Conn>,
     total: u32,
+    /// Threads waiting in `get` for a connection to come back.
+    waiting: u32,
 }
 
 impl LocalPool {
@@ -384,6 +386,7 @@ impl LocalPool {
             state: Mutex::new(LocalState {
                 idle: first.into_iter().collect(),
                 total,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         }
@@ -412,8 +415,13 @@ impl LocalPool {
                         conn: Some(conn),
                     }),
                     Err(e) => {
-                        self.lock().total -= 1;
-                        self.freed.notify_one();
+                        let mut st = self.lock();
+                        st.total -= 1;
+                        let wake = st.waiting > 0;
+                        drop(st);
+                        if wake {
+                            self.freed.notify_one();
+                        }
                         Err(Error::new(Kind::Communication, e.message))
                     }
                 };
@@ -422,11 +430,13 @@ impl LocalPool {
             if now >= deadline {
                 return Err(timed_out(self.timeout));
             }
+            st.waiting += 1;
             st = self
                 .freed
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            st.waiting -= 1;
         }
     }
 }
@@ -440,7 +450,9 @@ impl Drop for LocalConn<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let mut st = self.pool.lock();
-        if conn.broken || conn.client.is_closed() {
+        let dead = conn.broken || conn.client.is_closed();
+        let wake = st.waiting > 0;
+        if dead {
             st.total -= 1;
             drop(st);
             drop(conn);
@@ -448,7 +460,11 @@ impl Drop for LocalConn<'_> {
             st.idle.push(conn);
             drop(st);
         }
-        self.pool.freed.notify_one();
+        // A condvar notification is a system call: only paid when some
+        // thread waits.
+        if wake {
+            self.pool.freed.notify_one();
+        }
     }
 }
 

@@ -299,6 +299,9 @@ fn secs(d: Duration) -> i32 {
     d.as_secs().clamp(1, i32::MAX as u64) as i32
 }
 
+/// How long after a reply a session is taken as alive without a check.
+const FRESH: Duration = Duration::from_millis(10);
+
 /// One session.
 pub struct Client {
     sock: Socket,
@@ -310,6 +313,8 @@ pub struct Client {
     closed: bool,
     /// For naming prepared statements.
     next_statement: u32,
+    /// When the last reply ended (ReadyForQuery).
+    last_reply: Instant,
 }
 
 impl Client {
@@ -433,6 +438,7 @@ impl Client {
             notifications: VecDeque::new(),
             closed: false,
             next_statement: 0,
+            last_reply: Instant::now(),
         };
         let user = match config.get_user() {
             Some(u) => u.to_string(),
@@ -717,9 +723,24 @@ impl Client {
                 }
             }
         }
+        self.last_reply = Instant::now();
+        self.trim();
         match error {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+
+    /// Gives back the memory of a large value (up to 64 MiB for the key-value
+    /// store) once the reply is read, so that an idle pooled session keeps
+    /// a few KiB, not the largest value it ever carried.
+    fn trim(&mut self) {
+        const KEEP: usize = 1 << 20;
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP {
+            self.rbuf = BytesMut::with_capacity(16 * 1024);
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP {
+            self.wbuf = BytesMut::with_capacity(1024);
         }
     }
 
@@ -893,6 +914,13 @@ impl Client {
     pub fn is_stale(&mut self) -> bool {
         if self.closed {
             return true;
+        }
+        // A session that answered a moment ago is taken as alive without
+        // the poll() system call (a few % of a call at 30 000 calls/s). If
+        // it died meanwhile the call fails like one on a session dying
+        // just after the check: retried when the server said so.
+        if self.rbuf.is_empty() && self.last_reply.elapsed() < FRESH {
+            return false;
         }
         loop {
             if self.absorb().is_err() {

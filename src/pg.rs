@@ -542,10 +542,15 @@ impl Client {
             }
         }
         self.flush()?;
+        self.expect_auth_ok(deadline, "after the password")
+    }
+
+    /// The server's verdict on the credentials just sent.
+    fn expect_auth_ok(&mut self, deadline: Option<Instant>, when: &str) -> Result<()> {
         match self.startup_message(deadline)? {
             Message::AuthenticationOk => Ok(()),
             Message::ErrorResponse(body) => Err(Error::db(&body)),
-            _ => Err(self.unexpected("after the password")),
+            _ => Err(self.unexpected(when)),
         }
     }
 
@@ -573,11 +578,7 @@ impl Client {
         scram
             .finish(body.data())
             .map_err(|e| Error::io("SCRAM: the server's proof is wrong", e))?;
-        match self.startup_message(deadline)? {
-            Message::AuthenticationOk => Ok(()),
-            Message::ErrorResponse(body) => Err(Error::db(&body)),
-            _ => Err(self.unexpected("after SCRAM")),
-        }
+        self.expect_auth_ok(deadline, "after SCRAM")
     }
 
     /// `SHOW name` by the simple protocol, during startup.

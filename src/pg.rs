@@ -756,9 +756,20 @@ impl Client {
     /// Prepares `sql` with parameter types `types` (the server infers the
     /// rest): one round trip.
     pub fn prepare(&mut self, sql: &str, types: &[Type]) -> Result<Statement> {
-        self.usable()?;
         self.next_statement += 1;
-        let name = format!("dss{}", self.next_statement);
+        self.prepare_as(format!("dss{}", self.next_statement), sql, types)
+    }
+
+    /// Runs `sql` once, through the unnamed statement (replaced by the next
+    /// one, so nothing stays prepared on the server): two round trips. For
+    /// statements run once per session, e.g. the schema check.
+    pub fn query_once(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let st = self.prepare_as(String::new(), sql, &[])?;
+        self.query(&st, params)
+    }
+
+    fn prepare_as(&mut self, name: String, sql: &str, types: &[Type]) -> Result<Statement> {
+        self.usable()?;
         let enc = |e| Error::protocol(format!("cannot encode: {e}"));
         frontend::parse(&name, sql, types.iter().map(Type::oid), &mut self.wbuf).map_err(enc)?;
         frontend::describe(b'S', &name, &mut self.wbuf).map_err(enc)?;

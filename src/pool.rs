@@ -151,9 +151,7 @@ fn connect_error(e: crate::pg::Error) -> Error {
 
 fn check_schema(client: &mut Client) -> Result<()> {
     let expected = sql::SCHEMA_VERSION;
-    let read = client
-        .prepare(sql::SCHEMA_VERSION_QUERY, &[])
-        .and_then(|st| client.query(&st, &[]));
+    let read = client.query_once(sql::SCHEMA_VERSION_QUERY, &[]);
     let found: Option<i32> = match read {
         Ok(rows) => rows.first().and_then(|row| row.get(0)),
         Err(e) if e.code() == Some("42P01") => None,

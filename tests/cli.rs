@@ -609,18 +609,6 @@ fn version(out: &Output) -> u64 {
         .unwrap_or_else(|_| panic!("a version: {s:?}"))
 }
 
-/// Makes a key expired, as time would.
-fn kv_expire(bucket: &str, key: &str) {
-    let n = client()
-        .execute(
-            "UPDATE dss.kv SET expires_at = now() - interval '1 ms' \
-             WHERE bucket = $1 AND key = $2",
-            &[&bucket, &key],
-        )
-        .unwrap();
-    assert_eq!(n, 1, "{bucket}/{key} exists");
-}
-
 /// The value and version in the store, through the library.
 fn stored(h: &Handle, bucket: &str, key: &str) -> Option<(Vec<u8>, u64)> {
     match dss::kv::get(h, bucket, key) {
@@ -820,7 +808,7 @@ fn kv_ttl_then_expiry() {
     assert_eq!(ok(&dssctl(&["kv", "get", &b, "t"])), "soon gone\n");
     assert_eq!(lines(&ok(&dssctl(&["kv", "list", &b]))), ["t"]);
 
-    kv_expire(&b, "t");
+    expire_kv(&b, "t");
     let err = fails(&dssctl(&["kv", "get", &b, "t"]), 3);
     assert!(err.contains("'t'") && err.contains(&b), "{err}");
     fails(&dssctl(&["kv", "get", &b, "t", "--json"]), 3);
@@ -879,7 +867,7 @@ fn kv_list_prefix_paging_and_json() {
     for k in ["p/4", "q", "p/1", "p/5", "p0", "p/3", "p/2", "p/gone"] {
         dss::kv::set(&h, &b, k, b"v", 0).unwrap();
     }
-    kv_expire(&b, "p/gone");
+    expire_kv(&b, "p/gone");
 
     for extra in [
         &["--limit", "2"][..],

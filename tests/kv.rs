@@ -7,18 +7,6 @@ use std::sync::Arc;
 use common::*;
 use dss::{kv, lock};
 
-/// Makes a key expired, as time would.
-fn expire(bucket: &str, key: &str) {
-    let n = client()
-        .execute(
-            "UPDATE dss.kv SET expires_at = now() - interval '1 millisecond' \
-             WHERE bucket = $1 AND key = $2",
-            &[&bucket, &key],
-        )
-        .unwrap();
-    assert_eq!(n, 1);
-}
-
 #[test]
 fn set_get_delete_exists_and_versions() {
     let h = handle();
@@ -66,7 +54,7 @@ fn ttl_keys_read_as_absent_everywhere() {
     let b = uid("ttl");
     kv::set(&h, &b, "t", b"soon gone", 60_000).unwrap();
     assert!(kv::exists(&h, &b, "t").unwrap());
-    expire(&b, "t");
+    expire_kv(&b, "t");
     assert_eq!(errno(kv::get(&h, &b, "t")), -libc::ENOENT);
     assert!(!kv::exists(&h, &b, "t").unwrap());
     assert!(kv::list(&h, &b, "", None, 10).unwrap().0.is_empty());
@@ -76,11 +64,11 @@ fn ttl_keys_read_as_absent_everywhere() {
     kv::cas(&h, &b, "t", 0, b"41").unwrap();
     assert_eq!(kv::increment(&h, &b, "t", 1).unwrap(), 42);
     kv::set(&h, &b, "n", b"5", 60_000).unwrap();
-    expire(&b, "n");
+    expire_kv(&b, "n");
     assert_eq!(kv::increment(&h, &b, "n", 1).unwrap(), 1);
     // The documented purge statement removes expired rows.
     kv::set(&h, &b, "p", b"x", 60_000).unwrap();
-    expire(&b, "p");
+    expire_kv(&b, "p");
     let purged = client()
         .execute("DELETE FROM dss.kv WHERE expires_at < now()", &[])
         .unwrap();

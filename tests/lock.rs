@@ -220,19 +220,19 @@ fn a_closed_connection_is_never_success() {
     // The error of a statement on a dead socket has no SQLSTATE: it must map
     // to -ECOMM (phobos returned 0 here).
     let mut victim = pg_client();
-    let pid: i32 = pg_query(&mut victim, "SELECT pg_backend_pid()", &[]).unwrap()[0].get(0);
+    let pid: i32 = victim.query_once("SELECT pg_backend_pid()", &[]).unwrap()[0].get(0);
     let mut c = client();
     c.execute("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap();
     let err = loop {
-        match pg_query(&mut victim, "SELECT 1", &[]) {
+        match victim.query_once("SELECT 1", &[]) {
             Err(e) => break e,
             Ok(_) => std::thread::yield_now(),
         }
     };
     let e = dss::error::Error::from_pg("test", &err);
     assert_eq!(e.errno(), -libc::ECOMM, "{e}");
-    let again = pg_query(&mut victim, "SELECT 1", &[]).unwrap_err();
+    let again = victim.query_once("SELECT 1", &[]).unwrap_err();
     assert!(again.code().is_none());
     assert_eq!(
         dss::error::Error::from_pg("test", &again).errno(),
@@ -245,22 +245,22 @@ fn database_length_limits_are_einval() {
     let h = handle();
     let mut c = pg_client();
     let long = "x".repeat(2049);
-    let e = pg_query(
-        &mut c,
-        "INSERT INTO dss.locks (id, owner) VALUES ($1, 'o')",
-        &[&long],
-    )
-    .unwrap_err();
+    let e = c
+        .query_once(
+            "INSERT INTO dss.locks (id, owner) VALUES ($1, 'o')",
+            &[&long],
+        )
+        .unwrap_err();
     assert_eq!(dss::error::Error::from_pg("t", &e).errno(), -libc::EINVAL);
-    let e = pg_query(
-        &mut c,
-        "INSERT INTO dss.locks (id, owner) VALUES ($1, $2)",
-        &[&uid("len"), &"o".repeat(257)],
-    )
-    .unwrap_err();
+    let e = c
+        .query_once(
+            "INSERT INTO dss.locks (id, owner) VALUES ($1, $2)",
+            &[&uid("len"), &"o".repeat(257)],
+        )
+        .unwrap_err();
     assert_eq!(dss::error::Error::from_pg("t", &e).errno(), -libc::EINVAL);
     // The session is still usable after those errors.
-    let one: i32 = pg_query(&mut c, "SELECT 1", &[]).unwrap()[0].get(0);
+    let one: i32 = c.query_once("SELECT 1", &[]).unwrap()[0].get(0);
     assert_eq!(one, 1);
     drop(h);
 }

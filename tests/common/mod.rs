@@ -113,16 +113,6 @@ pub fn pg_client() -> dss::pg::Client {
     dss::pg::Client::connect(&s.pg).unwrap()
 }
 
-/// Prepares and runs `sql` on `c` (two round trips).
-pub fn pg_query(
-    c: &mut dss::pg::Client,
-    sql: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> dss::pg::Result<Vec<dss::pg::Row>> {
-    let st = c.prepare(sql, &[])?;
-    c.query(&st, params)
-}
-
 /// A new empty database NAME_<pid> on the test cluster (dropped first if a
 /// previous run left it); returns its conninfo.
 pub fn fresh_database(name: &str) -> String {
@@ -163,4 +153,16 @@ pub fn expire_lease(id: &str) {
         )
         .unwrap();
     assert_eq!(n, 1, "{id} is a lease");
+}
+
+/// Makes key `key` of `bucket` expired, as the passing of time would.
+pub fn expire_kv(bucket: &str, key: &str) {
+    let n = client()
+        .execute(
+            "UPDATE dss.kv SET expires_at = now() - interval '1 millisecond' \
+             WHERE bucket = $1 AND key = $2",
+            &[&bucket, &key],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "{bucket}/{key} exists");
 }

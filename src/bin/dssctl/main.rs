@@ -428,10 +428,7 @@ fn migrate(settings: Settings, dry_run: bool) -> Outcome {
 
 /// `max(version)` of dss.schema_info; None if there is no schema yet.
 fn schema_version(client: &mut dss::pg::Client) -> Result<Option<i32>, Error> {
-    let read = client
-        .prepare(dss::sql::SCHEMA_VERSION_QUERY, &[])
-        .and_then(|st| client.query(&st, &[]));
-    match read {
+    match client.query_once(dss::sql::SCHEMA_VERSION_QUERY, &[]) {
         Ok(rows) => Ok(rows.first().and_then(|row| row.get(0))),
         // undefined_table, invalid_schema_name
         Err(e) if matches!(e.code(), Some("42P01" | "3F000")) => Ok(None),

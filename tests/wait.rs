@@ -99,13 +99,29 @@ fn a_release_wakes_the_waiter_quickly() {
     assert!(median < Duration::from_millis(150), "median {median:?}");
 }
 
+/// Every way of releasing a lock wakes its queued waiter, and by a
+/// notification (the fallback poll would wake it too, later: a listener on
+/// the id's channel tells the two apart): unlock, forced unlock, clean, and
+/// unlock_many (whose batch also holds ids nobody waits for).
 #[test]
-fn a_forced_release_and_a_clean_wake_waiters_too() {
+fn every_kind_of_release_notifies_the_waiter() {
     let h = Arc::new(handle());
-    for forced in [true, false] {
-        let id = uid("wforce");
+    for kind in ["unlock", "forced", "clean", "unlock_many"] {
+        let id = uid("wkind");
         let owner = uid("node");
+        let others = [uid("wkind-other"), uid("wkind-other")];
+        let mut listener = pg_client();
+        let channel: String = listener
+            .query_once("SELECT 'dss_' || md5($1)", &[&id])
+            .unwrap()[0]
+            .get(0);
+        listener
+            .batch_execute(&format!("LISTEN \"{channel}\""))
+            .unwrap();
         lock::lock(&h, &id, &format!("{owner}:1"), 0).unwrap();
+        for other in &others {
+            lock::lock(&h, other, &format!("{owner}:1"), 0).unwrap();
+        }
         let waiter = {
             let (h, id) = (h.clone(), id.clone());
             std::thread::spawn(move || {
@@ -115,14 +131,25 @@ fn a_forced_release_and_a_clean_wake_waiters_too() {
             })
         };
         until_queued(&id, 1);
-        if forced {
-            lock::unlock(&h, &id, None, "admin").unwrap();
-        } else {
-            assert_eq!(lock::clean(&h, &format!("{owner}:"), "admin").unwrap(), 1);
+        assert!(!listener.wait_notification(Duration::ZERO).unwrap());
+        let owner1 = format!("{owner}:1");
+        match kind {
+            "unlock" => lock::unlock(&h, &id, Some(&owner1), "").unwrap(),
+            "forced" => lock::unlock(&h, &id, None, "admin").unwrap(),
+            "clean" => assert_eq!(lock::clean(&h, &format!("{owner}:"), "admin").unwrap(), 3),
+            _ => dss::batch::unlock_many(&h, &[&others[0], &id, &others[1]], &owner1).unwrap(),
         }
+        assert!(
+            listener.wait_notification(Duration::from_secs(5)).unwrap(),
+            "{kind}: no notification"
+        );
         let took = waiter.join().unwrap();
-        assert!(took < Duration::from_secs(5), "{took:?}");
-        assert_eq!(lock::status(&h, &id).unwrap().owner, "w");
+        assert!(took < Duration::from_secs(5), "{kind}: {took:?}");
+        assert_eq!(lock::status(&h, &id).unwrap().owner, "w", "{kind}");
+        lock::unlock(&h, &id, Some("w"), "").unwrap();
+        for other in &others {
+            let _ = lock::unlock(&h, other, Some(&owner1), "");
+        }
     }
 }
 

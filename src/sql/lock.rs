@@ -47,6 +47,20 @@ macro_rules! wake_waiters {
     };
 }
 
+/// The same for a statement deleting many rows `l`: the queue is read once
+/// per statement (a hashed subplan; `$cond` narrows it to the batch)
+/// instead of once per removed row, which a generic plan can make a
+/// sequential scan of the queue table each.
+macro_rules! wake_waiters_of {
+    ($cond:literal) => {
+        concat!(
+            "CASE WHEN l.id IN (SELECT w.id FROM dss.lock_waiters w ",
+            $cond,
+            ") THEN pg_notify('dss_' || md5(l.id), '') END"
+        )
+    };
+}
+
 /// A lease is live: not expired.
 macro_rules! live {
     () => {
@@ -216,7 +230,11 @@ pub static LOCK_MANY: Query = Query {
 /// in id order (`cur`), for the batch statements below ($1 ids). Their
 /// result is the first failure only (`bad`, found with a hashed NOT IN):
 /// joining every requested id instead is quadratic, as the planner cannot
-/// estimate the CTEs.
+/// estimate the CTEs. For the same reason the rows to change are found by
+/// `l.id = ANY (ARRAY(SELECT … FROM cur …))` (one array built once, then
+/// an index scan), never by joining `cur`: with statistics taken on an
+/// empty `dss.locks`, the generic plan of such a join is a nested loop that
+/// rescans `cur` for every row (1 000 ids: 300 ms instead of 10).
 macro_rules! batch_rows {
     () => {
         "req AS ( \
@@ -237,7 +255,8 @@ pub static REFRESH_MANY: Query = Query {
         ", upd AS ( \
             UPDATE dss.locks l SET ts = now(), expires_at = ",
         expiry!("l.ttl_ms"),
-        " FROM cur WHERE l.id = cur.id AND cur.owner = $2 AND NOT cur.expired \
+        " WHERE l.id = ANY (ARRAY( \
+                SELECT cur.id FROM cur WHERE cur.owner = $2 AND NOT cur.expired)) \
             RETURNING l.id), \
          bad AS ( \
             SELECT req.ord, req.id FROM req WHERE req.id NOT IN (SELECT id FROM upd) \
@@ -256,9 +275,10 @@ pub static UNLOCK_MANY: Query = Query {
         "WITH ",
         batch_rows!(),
         ", del AS ( \
-            DELETE FROM dss.locks l USING cur WHERE l.id = cur.id AND cur.owner = $2 \
-            RETURNING l.id, l.token, cur.expired, ",
-        wake_waiters!(),
+            DELETE FROM dss.locks l \
+             WHERE l.id = ANY (ARRAY(SELECT cur.id FROM cur WHERE cur.owner = $2)) \
+            RETURNING l.id, l.token, coalesce(l.expires_at <= now(), false) AS expired, ",
+        wake_waiters_of!("WHERE w.id = ANY ($1)"),
         "), \
          hist AS ( \
             INSERT INTO dss.lock_history (event, id, owner, token) \
@@ -282,9 +302,9 @@ pub static CLEAN: Query = Query {
         "WITH cur AS ( \
             SELECT id FROM dss.locks WHERE starts_with(owner, $1) ORDER BY id FOR UPDATE), \
          del AS ( \
-            DELETE FROM dss.locks l USING cur WHERE l.id = cur.id \
+            DELETE FROM dss.locks l WHERE l.id = ANY (ARRAY(SELECT cur.id FROM cur)) \
             RETURNING l.id, l.owner, l.token, ",
-        wake_waiters!(),
+        wake_waiters_of!(""),
         "), \
          hist AS ( \
             INSERT INTO dss.lock_history (event, id, owner, token, actor) \

@@ -199,6 +199,10 @@ const char *dss_version(void);
  *                 > 0 (nothing sent);
  *         -ECOMM if the connection failed or was lost (outcome unknown);
  *         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+ *         -EROFS if the server is read-only (a hot standby, or
+ *                default_transaction_read_only) and, with
+ *                target_session_attrs=read-write, no writable server was
+ *                found either; nothing was written;
  *         -ENOSPC, -ENOMEM, -EUSERS, -EIO for the server's resource errors;
  *         -ENOTRECOVERABLE on an internal error.
  *         dss_last_error() describes any failure.
@@ -267,7 +271,7 @@ int dss_kv_get_version(struct dss_handle *handle,
  * Removes a key.
  *
  * @return 0 whether or not the key existed;
- *         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_kv_set().
  */
 int dss_kv_delete(struct dss_handle *handle, const char *bucket, const char *key);
@@ -340,7 +344,7 @@ void dss_kv_free_keys(char **keys, size_t n);
  * @return 0 on success;
  *         -EINVAL if the stored value is not a decimal integer, or the sum
  *                 overflows 64 bits (nothing changes), and as dss_kv_set();
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_kv_set().
  */
 int dss_kv_increment(struct dss_handle *handle,
@@ -361,7 +365,7 @@ int dss_kv_increment(struct dss_handle *handle,
  * @return 0 if written;
  *         -EAGAIN if the key is at another version (or exists, for 0, or
  *                 is absent, for a non-zero version): nothing written;
- *         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS,
  *         -EIO, -ENOTRECOVERABLE as for dss_kv_set().
  */
 int dss_kv_cas(struct dss_handle *handle,
@@ -412,7 +416,7 @@ int dss_kv_get_many(struct dss_handle *handle,
  *         -EINVAL for a duplicate or bad key, NULL arrays with `n` > 0, and
  *                 as dss_kv_set(); -EFBIG for a too large value (nothing
  *                 sent);
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_kv_set().
  */
 int dss_kv_set_many(struct dss_handle *handle,
@@ -429,7 +433,7 @@ int dss_kv_set_many(struct dss_handle *handle,
  * @param[in] keys  array of `n` distinct keys; may be NULL if `n` is 0.
  * @param[in] n     number of keys, at most DSS_MAX_BATCH.
  * @return 0 on success; -EINVAL (duplicate or bad key, NULL array),
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_kv_set().
  */
 int dss_kv_delete_many(struct dss_handle *handle,
@@ -450,7 +454,7 @@ int dss_kv_delete_many(struct dss_handle *handle,
  *                        or dss_lock_info().
  * @return 0 if written;
  *         -ESTALE if the lock is not held with that token (nothing written);
- *         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS,
  *         -EIO, -ENOTRECOVERABLE as for dss_kv_set().
  */
 int dss_kv_set_fenced(struct dss_handle *handle,
@@ -479,6 +483,10 @@ int dss_kv_set_fenced(struct dss_handle *handle,
  *         -ECOMM if the database connection failed or was lost (the
  *                outcome is then unknown: check with dss_lock_status());
  *         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+ *         -EROFS if the server is read-only (a hot standby, or
+ *                default_transaction_read_only) and, with
+ *                target_session_attrs=read-write, no writable server was
+ *                found either; nothing was written;
  *         -ENOSPC, -ENOMEM, -EUSERS, -EIO for the server's resource errors
  *                (SQLSTATE 53100, 53200, 53300, other 53);
  *         -ENOTRECOVERABLE on an internal error.
@@ -505,7 +513,7 @@ int dss_lock(struct dss_handle *handle, const char *lock_id, const char *lock_ow
  * @return 0 if the lock was taken;
  *         -EEXIST if a live lock is held by anyone, `lock_owner` included;
  *         -EINVAL if `ttl_ms` is 0 or above DSS_MAX_TTL_MS, and as dss_lock();
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_lock_lease(struct dss_handle *handle,
@@ -547,7 +555,7 @@ int dss_lock_lease(struct dss_handle *handle,
  *         -ETIMEDOUT if it was not free within `timeout_ms` (or no pooled
  *                    connection was free within pool_timeout_ms);
  *         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
- *         -ECOMM, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
+ *         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
  *         dss_lock().
  */
 int dss_lock_wait(struct dss_handle *handle,
@@ -570,7 +578,7 @@ int dss_lock_wait(struct dss_handle *handle,
  *         -EACCES if it belongs to another owner (nothing changes);
  *         -ETIME if it is the caller's lease and it expired (nobody took
  *                it over yet; it is not extended: take it again);
- *         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_lock_refresh(struct dss_handle *handle, const char *lock_id, const char *lock_owner);
@@ -591,7 +599,7 @@ int dss_lock_refresh(struct dss_handle *handle, const char *lock_id, const char 
  *         -ETIME if it is the caller's lease and it had expired (the stale
  *                entry is removed; anything done under it since expiry was
  *                unprotected);
- *         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_unlock(struct dss_handle *handle, const char *lock_id, const char *lock_owner);
@@ -686,7 +694,7 @@ int dss_lock_check(struct dss_handle *handle, const char *lock_id, uint64_t toke
  *         -EINVAL for a duplicate id, `n` above DSS_MAX_BATCH, a NULL
  *                 array with `n` > 0, a bad id (dss_last_error() gives its
  *                 index), `ttl_ms` above DSS_MAX_TTL_MS, and as dss_lock();
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_lock_many(struct dss_handle *handle,
@@ -710,7 +718,7 @@ int dss_lock_many(struct dss_handle *handle,
  *         give for the first failing id (-ENOLCK, -EACCES, -ETIME), whose
  *         index dss_last_error() gives;
  *         -EINVAL (nothing done) as for dss_lock_many();
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_unlock_many(struct dss_handle *handle,
@@ -732,7 +740,7 @@ int dss_unlock_many(struct dss_handle *handle,
  *         would give for the first failing id (-ENOLCK, -EACCES, -ETIME),
  *         whose index dss_last_error() gives;
  *         -EINVAL (nothing done) as for dss_lock_many();
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_lock_refresh_many(struct dss_handle *handle,
@@ -770,7 +778,7 @@ int dss_owner_self(char *buf, size_t len);
  * @return 0 on success (also when nothing matched);
  *         -EINVAL if `owner_prefix` is NULL or empty (to wipe every lock,
  *                 use `dssctl`), and as dss_lock();
- *         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+ *         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_lock_clean(struct dss_handle *handle, const char *owner_prefix, size_t *released);

@@ -42,6 +42,9 @@ pub enum Kind {
     TooManyUsers,
     /// Other SQLSTATE class 53 (insufficient resources): `-EIO`.
     Io,
+    /// SQLSTATE 25006: a write reached a read-only server (a hot standby,
+    /// or `default_transaction_read_only`); nothing was written: `-EROFS`.
+    ReadOnly,
     /// Lost or refused connection, any other database error: `-ECOMM`.
     Communication,
     /// No pooled connection became free in time, or `dss_lock_wait` did
@@ -74,6 +77,7 @@ impl Kind {
             Kind::OutOfMemory => libc::ENOMEM,
             Kind::TooManyUsers => libc::EUSERS,
             Kind::Io => libc::EIO,
+            Kind::ReadOnly => libc::EROFS,
             Kind::Communication => libc::ECOMM,
             Kind::TimedOut => libc::ETIMEDOUT,
             Kind::NotConnected => libc::ENOTCONN,
@@ -86,8 +90,10 @@ impl Kind {
     /// Maps a SQLSTATE to a kind, following phobos's `psql_state2errno`
     /// table: class 22 and 42 → EINVAL, 23 → EEXIST, 53100 → ENOSPC,
     /// 53200 → ENOMEM, 53300 → EUSERS, other 53 → EIO, anything else → ECOMM.
-    /// One deliberate refinement: 23514 (a CHECK constraint, i.e. our length
-    /// limits) is EINVAL, as phobos's varchar limits gave EINVAL (22001).
+    /// Two deliberate refinements: 23514 (a CHECK constraint, i.e. our length
+    /// limits) is EINVAL, as phobos's varchar limits gave EINVAL (22001);
+    /// 25006 (a write on a read-only server) is EROFS, not ECOMM, so that
+    /// a daemon pointed at a standby can tell it from a network failure.
     pub fn from_sqlstate(code: &str) -> Kind {
         if code == "23514" {
             return Kind::InvalidArgument;
@@ -96,6 +102,7 @@ impl Kind {
             "53100" => return Kind::NoSpace,
             "53200" => return Kind::OutOfMemory,
             "53300" => return Kind::TooManyUsers,
+            "25006" => return Kind::ReadOnly,
             _ => {}
         }
         match code.get(..2) {
@@ -189,6 +196,9 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
 ///   and ran it would have left nothing unread: we would see its reply, or
 ///   an end of file.
 ///
+/// A read-only server's refusal (25006) also means the statement did not
+/// run, but a new session may land on the same server: see `Handle::run`.
+///
 /// Any other error without SQLSTATE (end of file, timeout) is never "safe":
 /// the statement may have committed before the link broke.
 pub fn statement_did_not_run(e: &crate::pg::Error) -> bool {
@@ -223,6 +233,7 @@ mod tests {
             ("57P01", libc::ECOMM),
             ("08006", libc::ECOMM),
             ("25P02", libc::ECOMM),
+            ("25006", libc::EROFS),
             ("XX000", libc::ECOMM),
             ("", libc::ECOMM),
         ];
@@ -243,6 +254,7 @@ mod tests {
             Kind::OutOfMemory,
             Kind::TooManyUsers,
             Kind::Io,
+            Kind::ReadOnly,
             Kind::Communication,
             Kind::TimedOut,
             Kind::NotConnected,

@@ -17,6 +17,8 @@ use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
+use postgres::config::TargetSessionAttrs;
+
 use crate::config::Settings;
 use crate::error::{Error, Result, statement_did_not_run};
 use crate::pool::{Conn, LocalPool, Pool, R2d2Pool};
@@ -116,11 +118,21 @@ impl Handle {
         }
     }
 
+    /// True if the conninfo accepts only servers that allow writes.
+    fn writable_only(&self) -> bool {
+        self.settings.pg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite
+    }
+
     /// Runs `f` on a pooled connection. If the server says the statement did
     /// not run because the session was gone (shutdown, restart), it is run
-    /// again on another connection, at most `pool_size` more times. Any
-    /// other failure is returned as it is: a statement that may have run is
-    /// never repeated.
+    /// again on another connection, at most `pool_size` more times. So is a
+    /// write refused by a read-only server (SQLSTATE 25006: nothing ran)
+    /// when the conninfo accepts only writable servers
+    /// (`target_session_attrs=read-write`): the session's server stopped
+    /// being one (fenced with `default_transaction_read_only` before a
+    /// switchover), and a new session finds the one that is. Any other
+    /// failure is returned as it is: a statement that may have run is never
+    /// repeated.
     pub fn run<T>(
         &self,
         what: &str,
@@ -133,7 +145,8 @@ impl Handle {
             match f(&mut conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    let not_run = statement_did_not_run(&e);
+                    let not_run = statement_did_not_run(&e)
+                        || (self.writable_only() && e.code() == Some("25006"));
                     if not_run || e.code().is_none() {
                         conn.broken = true;
                     }

@@ -341,6 +341,15 @@ impl Pg {
     }
 }
 
+/// A cluster of one test, destroyed at its end (and at exit, if it fails).
+struct Destroy(PathBuf);
+
+impl Drop for Destroy {
+    fn drop(&mut self) {
+        destroy(&self.0);
+    }
+}
+
 /// The writable cluster the tests share.
 fn cluster() -> &'static Pg {
     static CLUSTER: OnceLock<Pg> = OnceLock::new();
@@ -525,13 +534,6 @@ fn failover_past_a_refused_tcp_port() {
 #[test]
 fn target_session_attrs_read_write_skips_a_read_only_server() {
     let rw = cluster();
-    // Destroyed at the end of the test (and at exit, if it fails).
-    struct Destroy(PathBuf);
-    impl Drop for Destroy {
-        fn drop(&mut self) {
-            destroy(&self.0);
-        }
-    }
     let mut ro = Pg::start("dss-ro");
     let _cleanup = Destroy(ro.dir.clone());
     // A complete dss database, made read-only for every new session.
@@ -545,13 +547,22 @@ fn target_session_attrs_read_write_skips_a_read_only_server() {
     );
 
     // Control: without target_session_attrs the read-only server, listed
-    // first, is the one used, and a lock cannot be taken there.
+    // first, is the one used, and a lock cannot be taken there: -EROFS
+    // (not -ECOMM, which would read as a network failure). Reads work.
     let h = open(&hosts).unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
     let id = uid("ro");
     match lock::lock(&h, &id, "o", 0) {
         Ok(_) => panic!("a lock was taken on the read-only server"),
-        Err(e) => eprintln!("lock on the read-only server: {}: {}", e.errno(), e.message),
+        Err(e) => {
+            eprintln!("lock on the read-only server: {}: {}", e.errno(), e.message);
+            assert_eq!(e.errno(), -libc::EROFS, "{}", e.message);
+            assert!(e.message.contains("25006"), "{}", e.message);
+        }
     }
+    assert_eq!(
+        lock::status(&h, &id).map(|_| ()).unwrap_err().errno(),
+        -libc::ENOLCK
+    );
     drop(h);
     assert_eq!(rw.lock_owner(&id), "");
 
@@ -576,6 +587,77 @@ fn target_session_attrs_read_write_skips_a_read_only_server() {
     let (errno, message) = open_err(&ro.tcp("user=postgres target_session_attrs=read-write"));
     eprintln!("read-write on the read-only server only: {errno}: {message}");
     assert_eq!(errno, -libc::ENOTCONN, "{message}");
+}
+
+/// A switchover that first fences the old primary: every session of it
+/// turns read-only (`default_transaction_read_only` set and reloaded). With
+/// `target_session_attrs=read-write`, the pooled session on it is dropped
+/// when it refuses a write, and the call runs on the server that takes
+/// writes now; nothing is written on the fenced one.
+#[test]
+fn a_primary_turned_read_only_is_left_for_the_writable_server() {
+    let new_primary = cluster();
+    let old_primary = Pg::start("dss-fence");
+    let _cleanup = Destroy(old_primary.dir.clone());
+    let conninfo = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} dbname=dss user=postgres \
+         target_session_attrs=read-write",
+        old_primary.port, new_primary.port
+    );
+    let mut settings = Settings::new(&conninfo).unwrap();
+    settings.pool_size = 1; // one session: the one that gets fenced
+    let h =
+        Handle::open(settings).unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    let owner = uid("owner");
+    let before = uid("fence");
+    lock::lock(&h, &before, &owner, 0).unwrap();
+    assert_eq!(
+        old_primary.lock_owner(&before),
+        owner,
+        "listed first, writable"
+    );
+
+    old_primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+    );
+    old_primary.psql("postgres", "SELECT pg_reload_conf()");
+    // A backend applies a reload between two statements: wait until the
+    // pooled session has (it answers the probe itself).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fenced = h
+            .run("probe", |c| {
+                let rows = c
+                    .client
+                    .query_once("SHOW default_transaction_read_only", &[])?;
+                Ok(rows[0].get::<String>(0) == "on")
+            })
+            .unwrap();
+        if fenced {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session never saw the reload"
+        );
+    }
+
+    let after = uid("fence");
+    lock::lock(&h, &after, &owner, 0)
+        .unwrap_or_else(|e| panic!("lock after the fence: {} ({})", e.message, e.errno()));
+    assert_eq!(
+        new_primary.lock_owner(&after),
+        owner,
+        "taken on the writable server"
+    );
+    assert_eq!(
+        old_primary.lock_owner(&after),
+        "",
+        "nothing written on the fenced one"
+    );
+    lock::unlock(&h, &after, Some(&owner), "connect-test").unwrap();
+    assert_eq!(new_primary.lock_owner(&after), "");
 }
 
 #[test]

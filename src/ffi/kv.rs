@@ -118,6 +118,10 @@ unsafe fn batch_target<'a>(
 ///                 > 0 (nothing sent);
 ///         -ECOMM if the connection failed or was lost (outcome unknown);
 ///         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+///         -EROFS if the server is read-only (a hot standby, or
+///                default_transaction_read_only) and, with
+///                target_session_attrs=read-write, no writable server was
+///                found either; nothing was written;
 ///         -ENOSPC, -ENOMEM, -EUSERS, -EIO for the server's resource errors;
 ///         -ENOTRECOVERABLE on an internal error.
 ///         dss_last_error() describes any failure.
@@ -243,7 +247,7 @@ pub extern "C" fn dss_kv_get_version(
 /// Removes a key.
 ///
 /// @return 0 whether or not the key existed;
-///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_kv_set().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_kv_delete(
@@ -407,7 +411,7 @@ pub extern "C" fn dss_kv_free_keys(keys: *mut *mut c_char, n: usize) {
 /// @return 0 on success;
 ///         -EINVAL if the stored value is not a decimal integer, or the sum
 ///                 overflows 64 bits (nothing changes), and as dss_kv_set();
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_kv_set().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_kv_increment(
@@ -437,7 +441,7 @@ pub extern "C" fn dss_kv_increment(
 /// @return 0 if written;
 ///         -EAGAIN if the key is at another version (or exists, for 0, or
 ///                 is absent, for a non-zero version): nothing written;
-///         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+///         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS,
 ///         -EIO, -ENOTRECOVERABLE as for dss_kv_set().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_kv_cas(
@@ -523,7 +527,7 @@ pub extern "C" fn dss_kv_get_many(
 ///         -EINVAL for a duplicate or bad key, NULL arrays with `n` > 0, and
 ///                 as dss_kv_set(); -EFBIG for a too large value (nothing
 ///                 sent);
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_kv_set().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_kv_set_many(
@@ -553,7 +557,7 @@ pub extern "C" fn dss_kv_set_many(
 /// @param[in] keys  array of `n` distinct keys; may be NULL if `n` is 0.
 /// @param[in] n     number of keys, at most DSS_MAX_BATCH.
 /// @return 0 on success; -EINVAL (duplicate or bad key, NULL array),
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_kv_set().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_kv_delete_many(
@@ -581,7 +585,7 @@ pub extern "C" fn dss_kv_delete_many(
 ///                        or dss_lock_info().
 /// @return 0 if written;
 ///         -ESTALE if the lock is not held with that token (nothing written);
-///         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+///         -EFBIG, -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS,
 ///         -EIO, -ENOTRECOVERABLE as for dss_kv_set().
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]

@@ -77,6 +77,10 @@ unsafe fn ids_arg<'a>(ids: *const *const c_char, n: usize) -> Result<Vec<&'a str
 ///         -ECOMM if the database connection failed or was lost (the
 ///                outcome is then unknown: check with dss_lock_status());
 ///         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+///         -EROFS if the server is read-only (a hot standby, or
+///                default_transaction_read_only) and, with
+///                target_session_attrs=read-write, no writable server was
+///                found either; nothing was written;
 ///         -ENOSPC, -ENOMEM, -EUSERS, -EIO for the server's resource errors
 ///                (SQLSTATE 53100, 53200, 53300, other 53);
 ///         -ENOTRECOVERABLE on an internal error.
@@ -114,7 +118,7 @@ pub extern "C" fn dss_lock(
 /// @return 0 if the lock was taken;
 ///         -EEXIST if a live lock is held by anyone, `lock_owner` included;
 ///         -EINVAL if `ttl_ms` is 0 or above DSS_MAX_TTL_MS, and as dss_lock();
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_lock_lease(
@@ -167,7 +171,7 @@ pub extern "C" fn dss_lock_lease(
 ///         -ETIMEDOUT if it was not free within `timeout_ms` (or no pooled
 ///                    connection was free within pool_timeout_ms);
 ///         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
-///         -ECOMM, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
+///         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
 ///         dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_lock_wait(
@@ -201,7 +205,7 @@ pub extern "C" fn dss_lock_wait(
 ///         -EACCES if it belongs to another owner (nothing changes);
 ///         -ETIME if it is the caller's lease and it expired (nobody took
 ///                it over yet; it is not extended: take it again);
-///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_lock_refresh(
@@ -233,7 +237,7 @@ pub extern "C" fn dss_lock_refresh(
 ///         -ETIME if it is the caller's lease and it had expired (the stale
 ///                entry is removed; anything done under it since expiry was
 ///                unprotected);
-///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -EINVAL, -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_unlock(
@@ -416,7 +420,7 @@ pub extern "C" fn dss_lock_check(
 ///         -EINVAL for a duplicate id, `n` above DSS_MAX_BATCH, a NULL
 ///                 array with `n` > 0, a bad id (dss_last_error() gives its
 ///                 index), `ttl_ms` above DSS_MAX_TTL_MS, and as dss_lock();
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_lock_many(
@@ -455,7 +459,7 @@ pub extern "C" fn dss_lock_many(
 ///         give for the first failing id (-ENOLCK, -EACCES, -ETIME), whose
 ///         index dss_last_error() gives;
 ///         -EINVAL (nothing done) as for dss_lock_many();
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_unlock_many(
@@ -486,7 +490,7 @@ pub extern "C" fn dss_unlock_many(
 ///         would give for the first failing id (-ENOLCK, -EACCES, -ETIME),
 ///         whose index dss_last_error() gives;
 ///         -EINVAL (nothing done) as for dss_lock_many();
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_lock_refresh_many(
@@ -554,7 +558,7 @@ pub extern "C" fn dss_owner_self(buf: *mut c_char, len: usize) -> c_int {
 /// @return 0 on success (also when nothing matched);
 ///         -EINVAL if `owner_prefix` is NULL or empty (to wipe every lock,
 ///                 use `dssctl`), and as dss_lock();
-///         -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
+///         -ECOMM, -ETIMEDOUT, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
 #[unsafe(no_mangle)]
 pub extern "C" fn dss_lock_clean(

@@ -79,6 +79,11 @@
 #define BENCH_SQL_UNLOCK_MANY "WITH req AS ( SELECT r.id, r.ord FROM unnest($1::text[]) WITH ORDINALITY AS r(id, ord)), cur AS ( SELECT l.id, l.owner, coalesce(l.expires_at <= now(), false) AS expired FROM dss.locks l WHERE l.id = ANY ($1) ORDER BY l.id FOR UPDATE), del AS ( DELETE FROM dss.locks l WHERE l.id = ANY (ARRAY(SELECT cur.id FROM cur WHERE cur.owner = $2)) RETURNING l.id, l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN l.id IN (SELECT w.id FROM dss.lock_waiters w WHERE w.id = ANY ($1)) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', id, $2, token FROM del), bad AS ( SELECT req.ord, req.id FROM req WHERE req.id NOT IN (SELECT id FROM del WHERE NOT expired) ORDER BY req.ord LIMIT 1) SELECT bad.ord, del.id IS NOT NULL, coalesce(del.expired, false), cur.owner, coalesce(cur.expired, false) FROM bad LEFT JOIN cur ON cur.id = bad.id LEFT JOIN del ON del.id = bad.id"
 /* ==== end of BENCH_SQL ================================================= */
 
+/* The session settings the library sends when it connects
+ * (dss::sql::SESSION_SETTINGS); the baseline sessions get the same
+ * (checked by tests/bench_sql.rs too). */
+#define BENCH_SESSION "SET enable_seqscan = off"
+
 /* The benchmark's own housekeeping (admin connection, never timed). */
 #define ADMIN_SQL_COUNT "SELECT count(*) FROM dss.locks WHERE id >= $1 AND id < $2"
 #define ADMIN_SQL_DELETE "DELETE FROM dss.locks WHERE id >= $1 AND id < $2"
@@ -429,6 +434,13 @@ static void ensure_base(int n)
         if (g_base[i])
             continue;
         PGconn *c = connect_or_die("baseline");
+        PGresult *set = PQexec(c, BENCH_SESSION);
+        if (PQresultStatus(set) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "dss_bench: baseline: %s: %s", BENCH_SESSION,
+                    PQresultErrorMessage(set));
+            exit(2);
+        }
+        PQclear(set);
         for (size_t s = 0; s < sizeof base_stmt / sizeof base_stmt[0]; s++) {
             PGresult *r = PQprepare(c, base_stmt[s].name, base_stmt[s].sql,
                                     base_stmt[s].nparams, base_stmt[s].types);

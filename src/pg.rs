@@ -321,6 +321,12 @@ impl Client {
     /// Connects as `config` says: each host in turn (each bounded by
     /// `connect_timeout`), until one accepts. The error is the last host's.
     pub fn connect(config: &postgres::Config) -> Result<Client> {
+        Client::connect_with(config, &[])
+    }
+
+    /// As [`Client::connect`], with server settings (name, value) for the
+    /// session, sent in the startup message.
+    pub fn connect_with(config: &postgres::Config, session: &[(&str, &str)]) -> Result<Client> {
         let hosts = config.get_hosts();
         let addrs = config.get_hostaddrs();
         let n = hosts.len().max(addrs.len());
@@ -345,18 +351,20 @@ impl Client {
             let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
             let deadline = config.get_connect_timeout().map(|t| Instant::now() + *t);
             let attempt = match (addrs.get(i), hosts.get(i)) {
-                (Some(ip), _) => Self::connect_tcp(config, &[SocketAddr::new(*ip, port)], deadline),
+                (Some(ip), _) => {
+                    Self::connect_tcp(config, session, &[SocketAddr::new(*ip, port)], deadline)
+                }
                 (None, Some(Host::Tcp(name))) => match (name.as_str(), port).to_socket_addrs() {
                     Ok(list) => {
                         let list: Vec<SocketAddr> = list.collect();
-                        Self::connect_tcp(config, &list, deadline)
+                        Self::connect_tcp(config, session, &list, deadline)
                     }
                     Err(e) => Err(Error::io("cannot resolve the host name", e)),
                 },
                 (None, Some(Host::Unix(dir))) => {
                     let path = dir.join(format!(".s.PGSQL.{port}"));
                     match UnixStream::connect(&path) {
-                        Ok(s) => Self::start(Socket(s.into()), config, deadline),
+                        Ok(s) => Self::start(Socket(s.into()), config, session, deadline),
                         Err(e) => Err(Error::io("cannot connect to the server's Unix socket", e)),
                     }
                 }
@@ -372,6 +380,7 @@ impl Client {
 
     fn connect_tcp(
         config: &postgres::Config,
+        session: &[(&str, &str)],
         addrs: &[SocketAddr],
         deadline: Option<Instant>,
     ) -> Result<Client> {
@@ -398,7 +407,7 @@ impl Client {
                 last = Error::io("cannot set TCP options", e);
                 continue;
             }
-            match Self::start(Socket(stream.into()), config, deadline) {
+            match Self::start(Socket(stream.into()), config, session, deadline) {
                 Ok(c) => return Ok(c),
                 Err(e) => last = e,
             }
@@ -430,7 +439,12 @@ impl Client {
 
     /// Startup, authentication and the session checks, all before
     /// `deadline`.
-    fn start(sock: Socket, config: &postgres::Config, deadline: Option<Instant>) -> Result<Client> {
+    fn start(
+        sock: Socket,
+        config: &postgres::Config,
+        session: &[(&str, &str)],
+        deadline: Option<Instant>,
+    ) -> Result<Client> {
         let mut c = Client {
             sock,
             rbuf: BytesMut::with_capacity(16 * 1024),
@@ -454,6 +468,7 @@ impl Client {
         if let Some(a) = config.get_application_name() {
             params.push(("application_name", a));
         }
+        params.extend_from_slice(session);
         frontend::startup_message(params, &mut c.wbuf).map_err(|e| Error::io("startup", e))?;
         c.flush()?;
         c.authenticate(config, &user, deadline)?;

@@ -58,7 +58,8 @@ impl Conn {
     /// Errors: `NotConnected` (cannot reach or log in), `TooManyUsers`,
     /// `Protocol` (schema missing or too old).
     pub fn connect(pg: &postgres::Config) -> Result<Conn> {
-        let mut client = Client::connect(pg).map_err(connect_error)?;
+        let mut client =
+            Client::connect_with(pg, crate::sql::SESSION_SETTINGS).map_err(connect_error)?;
         check_schema(&mut client)?;
         Ok(Conn {
             client,

@@ -74,3 +74,21 @@ fn benchmark_baseline_runs_the_library_statements() {
     }
     assert!(checked >= 4, "only {checked} statements found in {path}");
 }
+
+#[test]
+fn benchmark_baseline_sessions_have_the_library_settings() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dss_bench.c");
+    let source = std::fs::read_to_string(path).unwrap();
+    let line = source
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("#define BENCH_SESSION "))
+        .expect("#define BENCH_SESSION in dss_bench.c");
+    let text = c_literal(line.trim().strip_prefix('"').expect("a string literal"));
+    let expected = dss::sql::SESSION_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET {name} = {value}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(!expected.is_empty());
+    assert_eq!(normalise(&text), normalise(&expected));
+}

@@ -458,11 +458,8 @@ fn plan_nodes<'a>(node: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Val
 #[test]
 fn batch_statements_stay_linear_on_empty_statistics() {
     use dss::sql::lock as q;
-    let db = fresh_database("plans");
+    let db = fresh_migrated_database("plans");
     let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-    for (_, sql) in dss::sql::MIGRATIONS {
-        c.batch_execute(sql).unwrap();
-    }
     c.batch_execute(
         "ANALYZE dss.locks; ANALYZE dss.lock_waiters; SET plan_cache_mode = force_generic_plan",
     )

@@ -356,3 +356,57 @@ fn init_maps_server_refusals() {
     assert_eq!(e.errno(), -libc::ENOTCONN, "{e}");
     c.batch_execute(&format!("DROP ROLE {role}")).unwrap();
 }
+
+/// Every call finds its row through the index, whatever the table looked
+/// like when the session planned it. A plan made on an empty `dss.locks`
+/// is a sequential scan, kept (generic plan) until the next ANALYZE; the
+/// table then grows (here 20 000 rows; in production, dead rows of lock
+/// churn) and every call would read all of it. The library's sessions run
+/// with `enable_seqscan = off` (`dss::sql::SESSION_SETTINGS`): counted in
+/// `pg_stat_user_tables`, no call may scan the table.
+#[test]
+fn calls_read_by_index_even_under_a_plan_made_on_an_empty_table() {
+    let db = fresh_migrated_database("seqscan");
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    c.batch_execute("ALTER TABLE dss.locks SET (autovacuum_enabled = false)")
+        .unwrap();
+    c.batch_execute("VACUUM ANALYZE dss.locks").unwrap();
+    // The migrations scanned the table; count from here.
+    c.batch_execute("SELECT pg_stat_reset_single_table_counters('dss.locks'::regclass)")
+        .unwrap();
+    let mut settings = dss::config::Settings::new(&db).unwrap();
+    settings.pool_size = 1; // one session: the one whose plans are watched
+    let h = dss::handle::Handle::open(settings).unwrap();
+    let calls = |round: &str| {
+        for i in 0..10 {
+            let id = format!("{round}{i}");
+            lock::lock(&h, &id, "o", 0).unwrap();
+            assert_eq!(lock::status(&h, &id).unwrap().owner, "o");
+            lock::refresh(&h, &id, "o").unwrap();
+            lock::info(&h, &id).unwrap();
+            lock::unlock(&h, &id, Some("o"), "").unwrap();
+        }
+    };
+    calls("empty"); // planned on an empty table; generic plans from the 6th call
+    c.batch_execute(
+        "INSERT INTO dss.locks (id, owner, token) \
+         SELECT 'fill' || g, 'f', g FROM generate_series(1, 20000) AS g",
+    )
+    .unwrap();
+    calls("grown");
+    // The library's session reports its counters now, not at exit.
+    h.run("flush", |c| {
+        c.client
+            .query_once("SELECT pg_stat_force_next_flush()", &[])
+    })
+    .unwrap();
+    let row = c
+        .query_one(
+            "SELECT seq_scan, idx_scan FROM pg_stat_user_tables WHERE relid = 'dss.locks'::regclass",
+            &[],
+        )
+        .unwrap();
+    let (seq, idx): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(seq, 0, "sequential scans of dss.locks ({idx} index scans)");
+    assert!(idx >= 80, "{idx} index scans for 100 calls");
+}

@@ -30,6 +30,18 @@ pub mod lock;
 /// `sql/`). A newer schema is accepted: migrations only add.
 pub const SCHEMA_VERSION: i32 = 3;
 
+/// Settings of every library session, sent in its startup message (no
+/// round trip). `enable_seqscan = off`: every statement here finds its
+/// rows through an index (lock id, bucket and key, the waiter queue), but a
+/// generic plan made while a table was nearly empty is a sequential scan,
+/// and stays one until the next ANALYZE of that table; under lock/unlock
+/// churn the table fills with dead rows meanwhile and every call reads all
+/// of them (measured with dss_bench: pair 2 to 5 times slower, getting
+/// worse by the second). The planner still scans a table when no index can
+/// serve the statement (`dss_lock_clean` by owner prefix reads the id index
+/// whole). The benchmark's libpq baseline sets the same.
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[("enable_seqscan", "off")];
+
 /// Highest applied migration. A missing table is SQLSTATE 42P01.
 pub const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM dss.schema_info";
 

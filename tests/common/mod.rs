@@ -124,6 +124,16 @@ pub fn fresh_database(name: &str) -> String {
     format!("{} dbname={db}", conninfo())
 }
 
+/// A new database (as `fresh_database`) with every migration applied.
+pub fn fresh_migrated_database(name: &str) -> String {
+    let db = fresh_database(name);
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    for (_, sql) in dss::sql::MIGRATIONS {
+        c.batch_execute(sql).unwrap();
+    }
+    db
+}
+
 /// An id no other test uses.
 pub fn uid(name: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,7 +15,7 @@
 
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use postgres::config::TargetSessionAttrs;
 
@@ -27,8 +27,92 @@ use crate::pool::{Conn, LocalPool, Pool, R2d2Pool};
 /// a child sees its parent's pid here and knows not to use r2d2.
 static R2D2_PID: AtomicU32 = AtomicU32::new(0);
 
+/// This process's pid, without a system call on every library call.
+///
+/// The pid is kept in a page of its own that the kernel zeroes in the
+/// child of any fork (`MADV_WIPEONFORK`, Linux 4.14 and later: `fork()`,
+/// `_Fork()`, a raw `clone()` without `CLONE_VM`, with or without the C
+/// library's fork handlers), so a child reads 0 there, never its parent's
+/// pid, and asks the kernel once. Where the page cannot be set up, every
+/// call asks the kernel.
 pub fn current_pid() -> u32 {
-    std::process::id()
+    let Some(cell) = pid_cell() else {
+        return std::process::id();
+    };
+    match cell.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            cell.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// The wipe-on-fork cell behind [`current_pid`], set up on first use.
+/// Lock-free (a compare-and-swap, no `OnceLock`): a fork while another
+/// thread sets it up cannot leave the child waiting for that thread.
+fn pid_cell() -> Option<&'static AtomicU32> {
+    const UNSET: usize = 0;
+    const UNAVAILABLE: usize = 1;
+    static CELL: AtomicUsize = AtomicUsize::new(UNSET);
+    let mut addr = CELL.load(Ordering::Acquire);
+    if addr == UNSET {
+        let mine = wipe_on_fork_page().unwrap_or(UNAVAILABLE);
+        addr = match CELL.compare_exchange(UNSET, mine, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => mine,
+            Err(winner) => {
+                if mine != UNAVAILABLE {
+                    // SAFETY: our own mapping, never shared.
+                    unsafe { libc::munmap(mine as *mut libc::c_void, page_size()) };
+                }
+                winner
+            }
+        };
+    }
+    // SAFETY: a page-aligned, zero-filled, read-write mapping that is
+    // never unmapped once published; AtomicU32 is valid for any bits.
+    (addr != UNAVAILABLE).then(|| unsafe { &*(addr as *const AtomicU32) })
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
+/// A private anonymous page marked `MADV_WIPEONFORK`; None if the kernel
+/// refuses (older than 4.14, or not Linux).
+fn wipe_on_fork_page() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let len = page_size();
+        // SAFETY: a new anonymous mapping; on failure it is unmapped.
+        unsafe {
+            let p = libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            if libc::madvise(p, len, libc::MADV_WIPEONFORK) != 0 {
+                libc::munmap(p, len);
+                return None;
+            }
+            Some(p as usize)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
 }
 
 /// Claims r2d2 for this process if no process of this program did before.
@@ -176,5 +260,58 @@ impl Drop for Handle {
             // SAFETY: dropped once, here; never used again.
             unsafe { ManuallyDrop::drop(&mut self.primary) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `child` in a child made by `spawn` (returning 0 in the child),
+    /// which exits 0 if it returned true; returns the child's exit status.
+    fn in_child(spawn: impl FnOnce() -> libc::pid_t, child: impl FnOnce() -> bool) -> i32 {
+        let pid = spawn();
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = child();
+            // SAFETY: leave the child at once, running nothing inherited.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn current_pid_is_the_childs_after_any_fork() {
+        let parent = current_pid();
+        assert_eq!(parent, std::process::id());
+        assert!(pid_cell().is_some(), "MADV_WIPEONFORK unavailable");
+        // The child's own pid, never the cached parent's: after fork()
+        // (the C library's way) and after a raw clone() system call that
+        // skips every fork handler; and again in a grandchild.
+        // SAFETY: the children only read their pid and exit.
+        let via_fork = in_child(
+            || unsafe { libc::fork() },
+            || {
+                let me = current_pid();
+                me != parent
+                    && me == unsafe { libc::getpid() } as u32
+                    && in_child(|| unsafe { libc::fork() }, || current_pid() != me) == 0
+            },
+        );
+        assert_eq!(via_fork, 0);
+        let via_clone = in_child(
+            || unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) }
+                as libc::pid_t,
+            || {
+                let me = current_pid();
+                me != parent && me == unsafe { libc::syscall(libc::SYS_getpid) } as u32
+            },
+        );
+        assert_eq!(via_clone, 0);
+        assert_eq!(current_pid(), parent);
     }
 }

@@ -19,7 +19,8 @@
  *             the way the library reads them (the returned rows/columns,
  *             judged by the same rules).
  *
- * Rounds alternate, library then baseline (ABAB...), and the program prints,
+ * Rounds alternate between library and baseline, the side going first
+ * changing every round (ABBA...), and the program prints,
  * per workload: operations per second, per-call latency p50/p99/max (µs),
  * the process's CPU time per operation, the library/baseline throughput and
  * p99 ratios, and the process's peak RSS (getrusage ru_maxrss). Latencies
@@ -169,7 +170,8 @@ static void usage(FILE *f)
 "Measures libdss (one dss_handle shared by all threads) against a baseline that\n"
 "sends the library's own SQL statements through libpq (one connection per\n"
 "thread, each statement prepared once, binary results). Library and baseline\n"
-"rounds alternate (ABAB...) on the same database.\n"
+"rounds alternate (ABBA...: the side going first changes every round) on the\n"
+"same database.\n"
 "\n"
 "  --conninfo STR         libpq conninfo or URI (default: $PHOBOS_DSS_connect_string)\n"
 "  --workload LIST        workloads to run, comma list, repeatable (default: all):\n"
@@ -1474,7 +1476,10 @@ static bool check_violations(enum wl wl, const struct acc *a, enum side side)
 
 /* ---- the workloads ------------------------------------------------------ */
 
-/* Library and baseline rounds, alternating; returns the throughputs. */
+/* Library and baseline rounds, alternating in ABBA order (the side that
+ * goes first changes every round, so a drift of the machine, e.g. an
+ * autovacuum or a checkpoint winding down, weighs on both sides alike);
+ * returns the throughputs. */
 static void compare(enum wl wl, int nthreads, long fill, double *lib_rate, double *base_rate,
                     double lib_empty, double base_empty)
 {
@@ -1482,10 +1487,11 @@ static void compare(enum wl wl, int nthreads, long fill, double *lib_rate, doubl
     acc_init(&lib);
     acc_init(&base);
     for (int r = 0; r < opt.rounds && !stopped(); r++) {
-        run_round(wl, LIB, nthreads, r, opt.duration, &lib, NULL);
+        enum side first = r % 2 ? BASE : LIB, second = r % 2 ? LIB : BASE;
+        run_round(wl, first, nthreads, r, opt.duration, first == LIB ? &lib : &base, NULL);
         if (stopped())
             break;
-        run_round(wl, BASE, nthreads, r, opt.duration, &base, NULL);
+        run_round(wl, second, nthreads, r, opt.duration, second == LIB ? &lib : &base, NULL);
         char extra[48] = "";
         if (wl == W_SCALE)
             snprintf(extra, sizeof extra, ", %ld other locks", fill);
@@ -1725,11 +1731,12 @@ static void wl_batch(void)
         snprintf(w.owner, sizeof w.owner, "bench:%ld:batch", (long)getpid());
         int r;
         for (r = 0; r < opt.rounds && !stopped(); r++) {
-            rd.side = LIB;
-            if (!batch_side(&w, ids, n, arraybuf, &lib_t[r]))
+            enum side first = r % 2 ? BASE : LIB, second = r % 2 ? LIB : BASE;   /* ABBA */
+            rd.side = first;
+            if (!batch_side(&w, ids, n, arraybuf, first == LIB ? &lib_t[r] : &base_t[r]))
                 break;
-            rd.side = BASE;
-            if (!batch_side(&w, ids, n, arraybuf, &base_t[r]))
+            rd.side = second;
+            if (!batch_side(&w, ids, n, arraybuf, second == LIB ? &lib_t[r] : &base_t[r]))
                 break;
             progress("batch %ld: round %d/%ld: lock_many %.1f ms (baseline %.1f), %ld dss_lock "
                      "%.1f ms (baseline %.1f)", n, r + 1, opt.rounds,

@@ -199,7 +199,7 @@ w(f"| Load average | {meta['loadavg']} at start, {meta['loadavg_end']} at the en
 w(f"| Command | `{meta['command']}` |")
 w(f"| Benchmark | `{meta['bench']}` |")
 w(f"| Rounds | {st['rounds']} per side of {st['duration_s']:g} s, library and baseline "
-  f"alternating (ABAB…); library pool_size {st['pool_size']} |")
+  f"alternating, the side going first changing every round (ABBA…); library pool_size {st['pool_size']} |")
 w("")
 w("**Library**: libdss, one `dss_handle` shared by all threads (as a daemon uses it). "
   "**Baseline**: the same SQL statements (`BENCH_SQL_*` in `dss_bench.c`, identical to the "

@@ -102,7 +102,7 @@ impl Kind {
             "53100" => return Kind::NoSpace,
             "53200" => return Kind::OutOfMemory,
             "53300" => return Kind::TooManyUsers,
-            "25006" => return Kind::ReadOnly,
+            READ_ONLY_SQLSTATE => return Kind::ReadOnly,
             _ => {}
         }
         match code.get(..2) {
@@ -196,9 +196,6 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
 ///   and ran it would have left nothing unread: we would see its reply, or
 ///   an end of file.
 ///
-/// A read-only server's refusal (25006) also means the statement did not
-/// run, but a new session may land on the same server: see `Handle::run`.
-///
 /// Any other error without SQLSTATE (end of file, timeout) is never "safe":
 /// the statement may have committed before the link broke.
 pub fn statement_did_not_run(e: &crate::pg::Error) -> bool {
@@ -210,6 +207,17 @@ pub fn statement_did_not_run(e: &crate::pg::Error) -> bool {
         ),
         _ => false,
     }
+}
+
+/// SQLSTATE read_only_sql_transaction: a write reached a read-only server.
+const READ_ONLY_SQLSTATE: &str = "25006";
+
+/// True when a read-only server refused the statement (SQLSTATE 25006):
+/// it did not run either, but a new session may land on the same server,
+/// so `Handle::run` retries it only when the conninfo accepts writable
+/// servers alone.
+pub fn refused_as_read_only(e: &crate::pg::Error) -> bool {
+    e.code() == Some(READ_ONLY_SQLSTATE)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use postgres::config::TargetSessionAttrs;
 
 use crate::config::Settings;
-use crate::error::{Error, Result, statement_did_not_run};
+use crate::error::{Error, Result, refused_as_read_only, statement_did_not_run};
 use crate::pool::{Conn, LocalPool, Pool, R2d2Pool};
 
 /// The process that started r2d2, 0 before any. Inherited across fork, so
@@ -230,7 +230,7 @@ impl Handle {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let not_run = statement_did_not_run(&e)
-                        || (self.writable_only() && e.code() == Some("25006"));
+                        || (self.writable_only() && refused_as_read_only(&e));
                     if not_run || e.code().is_none() {
                         conn.broken = true;
                     }

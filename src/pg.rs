@@ -556,15 +556,23 @@ impl Client {
                 ));
             }
         }
-        self.flush()?;
         self.expect_auth_ok(deadline, "after the password")
     }
 
-    /// The server's verdict on the credentials just sent.
-    fn expect_auth_ok(&mut self, deadline: Option<Instant>, when: &str) -> Result<()> {
+    /// Sends what authentication put in the buffer (if anything) and reads
+    /// the server's answer; an ErrorResponse (a wrong password) is the error.
+    fn auth_reply(&mut self, deadline: Option<Instant>) -> Result<Message> {
+        self.flush()?;
         match self.startup_message(deadline)? {
-            Message::AuthenticationOk => Ok(()),
             Message::ErrorResponse(body) => Err(Error::db(&body)),
+            m => Ok(m),
+        }
+    }
+
+    /// The server's verdict on the credentials: they must be accepted.
+    fn expect_auth_ok(&mut self, deadline: Option<Instant>, when: &str) -> Result<()> {
+        match self.auth_reply(deadline)? {
+            Message::AuthenticationOk => Ok(()),
             _ => Err(self.unexpected(when)),
         }
     }
@@ -573,22 +581,16 @@ impl Client {
         let mut scram = ScramSha256::new(password, sasl::ChannelBinding::unsupported());
         frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.wbuf)
             .map_err(|e| Error::io("SASL", e))?;
-        self.flush()?;
-        let body = match self.startup_message(deadline)? {
-            Message::AuthenticationSaslContinue(body) => body,
-            Message::ErrorResponse(body) => return Err(Error::db(&body)),
-            _ => return Err(self.unexpected("during SCRAM")),
+        let Message::AuthenticationSaslContinue(body) = self.auth_reply(deadline)? else {
+            return Err(self.unexpected("during SCRAM"));
         };
         scram
             .update(body.data())
             .map_err(|e| Error::io("SCRAM", e))?;
         frontend::sasl_response(scram.message(), &mut self.wbuf)
             .map_err(|e| Error::io("SASL", e))?;
-        self.flush()?;
-        let body = match self.startup_message(deadline)? {
-            Message::AuthenticationSaslFinal(body) => body,
-            Message::ErrorResponse(body) => return Err(Error::db(&body)),
-            _ => return Err(self.unexpected("during SCRAM")),
+        let Message::AuthenticationSaslFinal(body) = self.auth_reply(deadline)? else {
+            return Err(self.unexpected("during SCRAM"));
         };
         scram
             .finish(body.data())

@@ -150,14 +150,21 @@ fn connect_error(e: crate::pg::Error) -> Error {
     Error::new(kind, format!("cannot connect to PostgreSQL: {detail}"))
 }
 
+/// The highest migration applied (`dss.schema_info`), None if the schema
+/// is not there yet (undefined table or schema). By the unnamed statement:
+/// nothing stays prepared on the session. Also used by `dssctl migrate`.
+pub fn schema_version(client: &mut Client) -> PgResult<Option<i32>> {
+    match client.query_once(sql::SCHEMA_VERSION_QUERY, &[]) {
+        Ok(rows) => Ok(rows.first().and_then(|row| row.get(0))),
+        Err(e) if matches!(e.code(), Some("42P01" | "3F000")) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn check_schema(client: &mut Client) -> Result<()> {
     let expected = sql::SCHEMA_VERSION;
-    let read = client.query_once(sql::SCHEMA_VERSION_QUERY, &[]);
-    let found: Option<i32> = match read {
-        Ok(rows) => rows.first().and_then(|row| row.get(0)),
-        Err(e) if e.code() == Some("42P01") => None,
-        Err(e) => return Err(Error::from_pg("cannot read dss.schema_info", &e)),
-    };
+    let found =
+        schema_version(client).map_err(|e| Error::from_pg("cannot read dss.schema_info", &e))?;
     match found {
         Some(v) if v >= expected => Ok(()),
         _ => Err(Error::new(
@@ -395,6 +402,17 @@ impl LocalPool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Releases the state after a connection came back or went away, and
+    /// wakes one waiting thread, if any: a condvar notification is a system
+    /// call, only paid when some thread waits.
+    fn release(&self, st: std::sync::MutexGuard<'_, LocalState>) {
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.freed.notify_one();
+        }
+    }
+
     fn get(&self) -> Result<LocalConn<'_>> {
         let deadline = Instant::now() + self.timeout;
         let mut st = self.lock();
@@ -416,11 +434,7 @@ impl LocalPool {
                     Err(e) => {
                         let mut st = self.lock();
                         st.total -= 1;
-                        let wake = st.waiting > 0;
-                        drop(st);
-                        if wake {
-                            self.freed.notify_one();
-                        }
+                        self.release(st);
                         Err(Error::new(Kind::Communication, e.message))
                     }
                 };
@@ -449,21 +463,16 @@ impl Drop for LocalConn<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let mut st = self.pool.lock();
-        let dead = conn.broken || conn.client.is_closed();
-        let wake = st.waiting > 0;
-        if dead {
+        // A dead connection is dropped after the lock is released.
+        let dead = if conn.broken || conn.client.is_closed() {
             st.total -= 1;
-            drop(st);
-            drop(conn);
+            Some(conn)
         } else {
             st.idle.push(conn);
-            drop(st);
-        }
-        // A condvar notification is a system call: only paid when some
-        // thread waits.
-        if wake {
-            self.pool.freed.notify_one();
-        }
+            None
+        };
+        self.pool.release(st);
+        drop(dead);
     }
 }
 

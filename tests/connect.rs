@@ -402,29 +402,43 @@ fn open_err(conninfo: &str) -> (i32, String) {
 fn lock_round_trip(h: &Handle, pg: &Pg) {
     let id = uid("connect");
     let owner = uid("owner");
-    lock::lock(h, &id, &owner, 0).unwrap_or_else(|e| panic!("lock: {} ({})", e.message, e.errno()));
+    ok("lock", lock::lock(h, &id, &owner, 0));
     assert_eq!(pg.lock_owner(&id), owner, "the lock is in dss.locks");
-    lock::unlock(h, &id, Some(&owner), "connect-test")
-        .unwrap_or_else(|e| panic!("unlock: {} ({})", e.message, e.errno()));
+    ok("unlock", lock::unlock(h, &id, Some(&owner), "connect-test"));
     assert_eq!(pg.lock_owner(&id), "", "the unlock removed it");
 }
 
-/// Logs in as `user` with `password` over TCP, checks the session really is
-/// `user`'s, and does a lock round trip.
-fn password_login_works(user: &str, password: &str) {
+/// The value of a library call that must succeed; a failure panics with
+/// its message and errno.
+fn ok<T>(what: &str, r: dss::error::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {} ({})", e.message, e.errno()))
+}
+
+/// Opens `conninfo` (with an application_name of its own) on the shared
+/// cluster, checks the pooled sessions really are `user`'s, and does a lock
+/// round trip.
+fn login_works(conninfo: &str, user: &str) {
     let pg = cluster();
     let app = uid("app");
-    let h = open(&pg.tcp(&format!(
-        "user={user} password={} application_name={app}",
-        conninfo_quote(password)
-    )))
-    .unwrap_or_else(|e| panic!("open as {user}: {} ({})", e.message, e.errno()));
+    let h = ok(
+        &format!("open as {user}"),
+        open(&format!("{conninfo} application_name={app}")),
+    );
     assert_eq!(
         pg.session_user(&app),
         user,
         "the pooled sessions are {user}'s"
     );
     lock_round_trip(&h, pg);
+}
+
+/// Logs in as `user` with `password` over TCP: see [`login_works`].
+fn password_login_works(user: &str, password: &str) {
+    let conninfo = cluster().tcp(&format!(
+        "user={user} password={}",
+        conninfo_quote(password)
+    ));
+    login_works(&conninfo, user);
 }
 
 fn hung_open_fails(conninfo: &str, what: &str) {
@@ -500,35 +514,26 @@ fn missing_password_is_enotconn() {
 
 #[test]
 fn failover_past_a_missing_socket_directory() {
-    let pg = cluster();
-    let p = pg.port;
-    let app = uid("app");
-    let h = open(&format!(
+    let p = cluster().port;
+    let conninfo = format!(
         "host=/nonexistent-dir-xyz,127.0.0.1 port={p},{p} dbname=dss user=u_scram \
-         password={} application_name={app}",
+         password={}",
         conninfo_quote(SCRAM_PASSWORD)
-    ))
-    .unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
-    assert_eq!(pg.session_user(&app), "u_scram");
-    lock_round_trip(&h, pg);
+    );
+    login_works(&conninfo, "u_scram");
 }
 
 #[test]
 fn failover_past_a_refused_tcp_port() {
-    let pg = cluster();
     let dead = free_port();
     // Nothing listens on `dead`: the first host refuses.
     assert!(TcpStream::connect(("127.0.0.1", dead)).is_err());
-    let app = uid("app");
-    let h = open(&format!(
-        "host=127.0.0.1,127.0.0.1 port={dead},{} dbname=dss user=u_md5 password={} \
-         application_name={app}",
-        pg.port,
+    let conninfo = format!(
+        "host=127.0.0.1,127.0.0.1 port={dead},{} dbname=dss user=u_md5 password={}",
+        cluster().port,
         conninfo_quote(MD5_PASSWORD)
-    ))
-    .unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
-    assert_eq!(pg.session_user(&app), "u_md5");
-    lock_round_trip(&h, pg);
+    );
+    login_works(&conninfo, "u_md5");
 }
 
 #[test]
@@ -549,7 +554,7 @@ fn target_session_attrs_read_write_skips_a_read_only_server() {
     // Control: without target_session_attrs the read-only server, listed
     // first, is the one used, and a lock cannot be taken there: -EROFS
     // (not -ECOMM, which would read as a network failure). Reads work.
-    let h = open(&hosts).unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    let h = ok("open", open(&hosts));
     let id = uid("ro");
     match lock::lock(&h, &id, "o", 0) {
         Ok(_) => panic!("a lock was taken on the read-only server"),
@@ -567,12 +572,13 @@ fn target_session_attrs_read_write_skips_a_read_only_server() {
     assert_eq!(rw.lock_owner(&id), "");
 
     // read-write: the writable server, listed second, is the one used.
-    let h = open(&format!("{hosts} target_session_attrs=read-write"))
-        .unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    let h = ok(
+        "open",
+        open(&format!("{hosts} target_session_attrs=read-write")),
+    );
     let id = uid("rw");
     let owner = uid("owner");
-    lock::lock(&h, &id, &owner, 0)
-        .unwrap_or_else(|e| panic!("lock: {} ({})", e.message, e.errno()));
+    ok("lock", lock::lock(&h, &id, &owner, 0));
     assert_eq!(
         rw.lock_owner(&id),
         owner,
@@ -606,8 +612,7 @@ fn a_primary_turned_read_only_is_left_for_the_writable_server() {
     );
     let mut settings = Settings::new(&conninfo).unwrap();
     settings.pool_size = 1; // one session: the one that gets fenced
-    let h =
-        Handle::open(settings).unwrap_or_else(|e| panic!("open: {} ({})", e.message, e.errno()));
+    let h = ok("open", Handle::open(settings));
     let owner = uid("owner");
     let before = uid("fence");
     lock::lock(&h, &before, &owner, 0).unwrap();
@@ -644,8 +649,7 @@ fn a_primary_turned_read_only_is_left_for_the_writable_server() {
     }
 
     let after = uid("fence");
-    lock::lock(&h, &after, &owner, 0)
-        .unwrap_or_else(|e| panic!("lock after the fence: {} ({})", e.message, e.errno()));
+    ok("lock after the fence", lock::lock(&h, &after, &owner, 0));
     assert_eq!(
         new_primary.lock_owner(&after),
         owner,

@@ -39,25 +39,35 @@ macro_rules! expires_in_ms {
 }
 
 /// RETURNING expression of a statement deleting lock rows `l`: wakes the
-/// waiters of each removed id, if there are any.
+/// waiters of a removed id (NOTIFY on its channel) if `$queued`, an SQL
+/// condition, says some are queued.
+macro_rules! wake_if {
+    ($($queued:tt)*) => {
+        concat!(
+            "CASE WHEN ",
+            $($queued)*,
+            " THEN pg_notify('dss_' || md5(l.id), '') END"
+        )
+    };
+}
+
+/// Wakes the waiters of each removed id, if there are any.
 macro_rules! wake_waiters {
     () => {
-        "CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) \
-         THEN pg_notify('dss_' || md5(l.id), '') END"
+        wake_if!("EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id)")
     };
 }
 
 /// The same for a statement deleting many rows `l`: the queue is read once
 /// per statement (a hashed subplan; `$cond` narrows it to the batch)
-/// instead of once per removed row, which a generic plan can make a
-/// sequential scan of the queue table each.
+/// instead of once per removed row.
 macro_rules! wake_waiters_of {
     ($cond:literal) => {
-        concat!(
-            "CASE WHEN l.id IN (SELECT w.id FROM dss.lock_waiters w ",
+        wake_if!(concat!(
+            "l.id IN (SELECT w.id FROM dss.lock_waiters w ",
             $cond,
-            ") THEN pg_notify('dss_' || md5(l.id), '') END"
-        )
+            ")"
+        ))
     };
 }
 

@@ -428,12 +428,7 @@ fn migrate(settings: Settings, dry_run: bool) -> Outcome {
 
 /// `max(version)` of dss.schema_info; None if there is no schema yet.
 fn schema_version(client: &mut dss::pg::Client) -> Result<Option<i32>, Error> {
-    match client.query_once(dss::sql::SCHEMA_VERSION_QUERY, &[]) {
-        Ok(rows) => Ok(rows.first().and_then(|row| row.get(0))),
-        // undefined_table, invalid_schema_name
-        Err(e) if matches!(e.code(), Some("42P01" | "3F000")) => Ok(None),
-        Err(e) => Err(Error::from_pg("schema version", &e)),
-    }
+    dss::pool::schema_version(client).map_err(|e| Error::from_pg("schema version", &e))
 }
 
 fn version_text(v: Option<i32>) -> String {

@@ -103,14 +103,18 @@ extern "C" {
  * `connect_string` of section `[dss]` in the ini file named by
  * `PHOBOS_CFG_FILE` (default `/etc/phobos.conf`).
  *
- * The string is a libpq-style conninfo (`host=... port=... dbname=...
- * user=... password=... connect_timeout=...`, several comma-separated hosts
- * with `target_session_attrs=read-write`) or a `postgresql://` URI.
- * `connect_timeout` defaults to 5 s. TLS is not supported: `sslmode=require`
- * is refused, and the session runs in clear (use a Unix socket or a trusted
- * network). Pool knobs, looked up the same way (`PHOBOS_DSS_<key>` then
- * `[dss] <key>`): `pool_size` (connections per handle, default 8) and
- * `pool_timeout_ms` (longest wait for a free connection, default 5000).
+ * The string is libpq's (a `host=... dbname=...` conninfo or a
+ * `postgresql://` URI) and is handed to the system libpq as it is: every
+ * keyword (`sslmode`, `sslrootcert`, `sslcert`/`sslkey`, `service`,
+ * `passfile`, several hosts with `target_session_attrs`, ...), every `PG*`
+ * environment variable, `~/.pgpass` and `pg_service.conf` work as with
+ * `psql`. The library adds only what is set nowhere: `application_name`
+ * "libdss", `connect_timeout` 5 s per host, and on TCP `tcp_user_timeout`
+ * 5 s; sessions always speak UTF-8. Knobs, looked up the same way
+ * (`PHOBOS_DSS_<key>` then `[dss] <key>`): `pool_size` (connections per
+ * handle, default 8), `pool_timeout_ms` (longest wait for a free
+ * connection, default 5000) and `call_timeout_ms` (longest a call takes,
+ * all included, default 10000; see README "Timeouts").
  *
  * Connects once and checks the schema version written by the `sql/`
  * migrations. The library never changes the schema itself.
@@ -121,10 +125,13 @@ extern "C" {
  *                     initialised handle as it is).
  * @return 0 on success;
  *         -EINVAL if `handle` is NULL, no connection string is configured
- *                 (variable unset and file or key missing), the string or
- *                 a pool setting is invalid, or `sslmode=require`;
+ *                 (variable unset and file or key missing), or the string
+ *                 (libpq's parser; bad port, sslmode, connect_timeout...
+ *                 values) or a knob is invalid;
  *         -EALREADY if `handle` is already initialised in this process;
- *         -ENOTCONN if the server cannot be reached or refuses the login;
+ *         -ENOTCONN if the server cannot be reached, refuses the login or
+ *                   the TLS handshake (certificate, host name), within
+ *                   connect_timeout per host;
  *         -EUSERS if the server has too many connections;
  *         -EPROTO if the schema is missing or older than this library
  *                 (dss_last_error() names both versions);
@@ -197,8 +204,11 @@ const char *dss_version(void);
  *         -EINVAL for a NULL or uninitialised handle, a NULL, empty, too
  *                 long or non-UTF-8 bucket or key, a NULL value with `len`
  *                 > 0 (nothing sent);
- *         -ECOMM if the connection failed or was lost (outcome unknown);
- *         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+ *         -ECOMM if the connection failed or was lost, or no reply came
+ *                within call_timeout_ms (outcome unknown);
+ *         -ETIMEDOUT if no pooled connection was free within
+ *                    pool_timeout_ms, or call_timeout_ms passed before the
+ *                    statement was sent (nothing was written);
  *         -EROFS if the server is read-only (a hot standby, or
  *                default_transaction_read_only) and, with
  *                target_session_attrs=read-write, no writable server was
@@ -480,9 +490,12 @@ int dss_kv_set_fenced(struct dss_handle *handle,
  *         -EINVAL for a NULL or uninitialised handle, NULL `lock_id` or
  *                 `lock_owner`, an empty or too long id, a too long owner,
  *                 or a string that is not UTF-8 (nothing is sent);
- *         -ECOMM if the database connection failed or was lost (the
- *                outcome is then unknown: check with dss_lock_status());
- *         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+ *         -ECOMM if the database connection failed or was lost, or no
+ *                reply came within call_timeout_ms (the outcome is then
+ *                unknown: check with dss_lock_status());
+ *         -ETIMEDOUT if no pooled connection was free within
+ *                    pool_timeout_ms, or call_timeout_ms passed before the
+ *                    statement was sent (nothing was done);
  *         -EROFS if the server is read-only (a hot standby, or
  *                default_transaction_read_only) and, with
  *                target_session_attrs=read-write, no writable server was
@@ -552,8 +565,9 @@ int dss_lock_lease(struct dss_handle *handle,
  * @param[out] token       if not NULL, receives the fencing token.
  *                         Written only on success.
  * @return 0 if the lock was taken;
- *         -ETIMEDOUT if it was not free within `timeout_ms` (or no pooled
- *                    connection was free within pool_timeout_ms);
+ *         -ETIMEDOUT if it was not free within `timeout_ms` (or as for
+ *                    dss_lock(); call_timeout_ms bounds each round trip of
+ *                    the wait, not the wait itself);
  *         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
  *         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
  *         dss_lock().

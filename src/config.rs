@@ -1,4 +1,4 @@
-//! Configuration: where the connection string comes from, and the pool knobs.
+//! Configuration: where the connection string comes from, and the knobs.
 //!
 //! Every setting is looked up the way phobos looks up its own: first the
 //! environment variable `PHOBOS_DSS_<key>`, then key `<key>` of section
@@ -7,19 +7,25 @@
 //!
 //! | key               | meaning                                            | default |
 //! |-------------------|----------------------------------------------------|---------|
-//! | `connect_string`  | libpq-style conninfo (only for `dss_init`)         | none: `-EINVAL` |
+//! | `connect_string`  | libpq conninfo or URI (only for `dss_init`)        | none: `-EINVAL` |
 //! | `pool_size`       | connections per handle (1..=1024)                  | 8 |
 //! | `pool_timeout_ms` | longest wait for a free pooled connection          | 5000 |
+//! | `call_timeout_ms` | longest a call may take, all included              | 10000 |
 //!
-//! In the conninfo, `connect_timeout` defaults to 5 seconds and
-//! `application_name` to `libdss`.
+//! The connection string is libpq's: it is handed to libpq as it is, so
+//! every keyword, URI, `PG*` variable, service file and password file
+//! works as with `psql`. It is checked with libpq's own parser
+//! (`PQconninfoParse`) before anything is tried. The library adds only
+//! what the user left unset: `application_name` `libdss` (as libpq's
+//! `fallback_application_name`), `connect_timeout` 5 s per host and, on TCP,
+//! `tcp_user_timeout` 5 s (both when set nowhere: conninfo, service file,
+//! `PGCONNECT_TIMEOUT`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use postgres::config::SslMode;
-
 use crate::error::{Error, Result};
+use crate::pq::ConnectParams;
 
 pub const ENV_PREFIX: &str = "PHOBOS_DSS_";
 pub const CFG_FILE_ENV: &str = "PHOBOS_CFG_FILE";
@@ -28,24 +34,34 @@ pub const DEFAULT_CFG_FILE: &str = "/etc/phobos.conf";
 pub const DEFAULT_POOL_SIZE: u32 = 8;
 pub const MAX_POOL_SIZE: u32 = 1024;
 pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_millis(5000);
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(10_000);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The application name of the library's sessions, unless the user names
+/// them.
+pub const APPLICATION_NAME: &str = "libdss";
 
 /// Everything a handle needs to make connections.
 #[derive(Clone)]
 pub struct Settings {
-    /// Parsed connection parameters (never printed: they hold the password).
-    pub pg: postgres::Config,
+    /// The connection string and defaults (never printed: it may hold a
+    /// password).
+    pub connect: ConnectParams,
     /// Maximum number of connections of one handle.
     pub pool_size: u32,
     /// Longest a call waits for a pooled connection.
     pub pool_timeout: Duration,
+    /// Longest a call takes, from its start to its reply: waiting for a
+    /// pooled connection, connecting, sending, waiting for the reply (for
+    /// dss_lock_wait, each of its round trips).
+    pub call_timeout: Duration,
 }
 
 impl Settings {
-    /// Builds the settings from a conninfo string plus the pool keys from the
+    /// Builds the settings from a conninfo string plus the knobs from the
     /// environment / ini file.
     pub fn new(conninfo: &str) -> Result<Settings> {
-        let pg = parse_conninfo(conninfo)?;
+        let connect = parse_conninfo(conninfo)?;
         let pool_size = match lookup("pool_size")? {
             None => DEFAULT_POOL_SIZE,
             Some(v) => match v.trim().parse::<u32>() {
@@ -57,22 +73,25 @@ impl Settings {
                 }
             },
         };
-        let pool_timeout = match lookup("pool_timeout_ms")? {
-            None => DEFAULT_POOL_TIMEOUT,
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if n >= 1 => Duration::from_millis(n),
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "pool_timeout_ms must be a positive integer, got '{v}'"
-                    )));
-                }
-            },
-        };
         Ok(Settings {
-            pg,
+            connect,
             pool_size,
-            pool_timeout,
+            pool_timeout: milliseconds("pool_timeout_ms", DEFAULT_POOL_TIMEOUT)?,
+            call_timeout: milliseconds("call_timeout_ms", DEFAULT_CALL_TIMEOUT)?,
         })
+    }
+}
+
+/// A positive number of milliseconds from setting `key`, or `default`.
+fn milliseconds(key: &str, default: Duration) -> Result<Duration> {
+    match lookup(key)? {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(Duration::from_millis(n)),
+            _ => Err(Error::invalid(format!(
+                "{key} must be a positive integer, got '{v}'"
+            ))),
+        },
     }
 }
 
@@ -152,42 +171,101 @@ pub fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
     found
 }
 
-/// Parses a libpq-style conninfo (or URI) and applies our defaults. Errors
-/// never quote the string: it may hold a password.
-pub fn parse_conninfo(conninfo: &str) -> Result<postgres::Config> {
-    let mut pg: postgres::Config = conninfo
-        .parse()
-        .map_err(|e: postgres::Error| Error::invalid(crate::error::with_causes(&e)))?;
-    if pg.get_hosts().is_empty() {
-        return Err(Error::invalid(
-            "invalid connection string: no host (give host=HOST or host=/socket/dir)",
-        ));
-    }
-    match pg.get_ssl_mode() {
-        SslMode::Require => {
-            return Err(Error::invalid(
-                "sslmode=require: this build of libdss has no TLS support; \
-                 use a Unix socket or a trusted network",
-            ));
-        }
-        // "prefer" (the default) would silently fall back to clear text with
-        // no TLS connector: say what happens, and skip the SSLRequest.
-        _ => {
-            pg.ssl_mode(SslMode::Disable);
+/// Checks a conninfo (or URI) with libpq's parser, and the values libpq
+/// itself would only refuse when connecting (so that they are `-EINVAL`
+/// here, not a failed connection). Errors never quote the string when it
+/// may hold a password.
+pub fn parse_conninfo(conninfo: &str) -> Result<ConnectParams> {
+    let set = crate::pq::parse_conninfo(conninfo).map_err(|m| {
+        Error::invalid(format!(
+            "invalid connection string: {}",
+            without_secrets(&m, conninfo)
+        ))
+    })?;
+    for (key, value) in &set {
+        if let Some(why) = bad_value(key, value) {
+            let shown = if key == "password" { "…" } else { value };
+            return Err(Error::invalid(format!(
+                "invalid connection string: {key} = '{shown}': {why}"
+            )));
         }
     }
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    let mut params = ConnectParams::new(conninfo, APPLICATION_NAME).map_err(Error::invalid)?;
+    params.default_connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+    params.default_tcp_user_timeout = DEFAULT_TCP_USER_TIMEOUT;
+    Ok(params)
+}
+
+/// Why libpq would refuse `value` for `key` at connection time (libpq 15's
+/// rules, unchanged since), if it would.
+fn bad_value(key: &str, value: &str) -> Option<&'static str> {
+    let integer = |v: &str| v.trim().parse::<i64>().is_ok();
+    let one_of = |allowed: &[&str]| allowed.contains(&value);
+    let ok = match key {
+        "connect_timeout"
+        | "keepalives"
+        | "keepalives_idle"
+        | "keepalives_interval"
+        | "keepalives_count"
+        | "tcp_user_timeout" => integer(value),
+        "port" => value
+            .split(',')
+            .all(|p| p.is_empty() || p.trim().parse::<u16>().is_ok_and(|n| n > 0)),
+        "sslmode" => one_of(&[
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ]),
+        "gssencmode" | "channel_binding" => one_of(&["disable", "prefer", "require"]),
+        "target_session_attrs" => one_of(&[
+            "any",
+            "read-write",
+            "read-only",
+            "primary",
+            "standby",
+            "prefer-standby",
+        ]),
+        _ => true,
+    };
+    (!ok).then_some(match key {
+        "port" => "not a port number (1 to 65535, or a comma list of them)",
+        "sslmode" => "one of disable, allow, prefer, require, verify-ca, verify-full",
+        "gssencmode" | "channel_binding" => "one of disable, prefer, require",
+        "target_session_attrs" => {
+            "one of any, read-write, read-only, primary, standby, prefer-standby"
+        }
+        _ => "not an integer",
+    })
+}
+
+/// libpq's parse error, with every quoted part hidden when the string may
+/// hold a password (libpq quotes the text it could not parse, which may be
+/// part of one).
+fn without_secrets(message: &str, conninfo: &str) -> String {
+    let lower = conninfo.to_ascii_lowercase();
+    let may_hold_password = lower.contains("password")
+        || ((lower.starts_with("postgres://") || lower.starts_with("postgresql://"))
+            && conninfo.contains('@'));
+    if !may_hold_password {
+        return message.to_string();
     }
-    if pg.get_tcp_user_timeout().is_none() {
-        // Unacknowledged data on a dead link fails the call instead of
-        // waiting for the kernel's default (about 15 minutes).
-        pg.tcp_user_timeout(DEFAULT_CONNECT_TIMEOUT);
+    let mut out = String::new();
+    let mut quoted = false;
+    for c in message.chars() {
+        if c == '"' {
+            if quoted {
+                out.push('…');
+            }
+            quoted = !quoted;
+            out.push(c);
+        } else if !quoted {
+            out.push(c);
+        }
     }
-    if pg.get_application_name().is_none() {
-        pg.application_name("libdss");
-    }
-    Ok(pg)
+    out
 }
 
 #[cfg(test)]
@@ -217,22 +295,29 @@ pool_size = 9
     }
 
     #[test]
-    fn conninfo_defaults_and_rejections() {
-        let pg = parse_conninfo("host=/tmp port=5433 dbname=x").unwrap();
-        assert_eq!(pg.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
-        assert_eq!(pg.get_application_name(), Some("libdss"));
-        assert!(matches!(pg.get_ssl_mode(), SslMode::Disable));
-
-        let pg = parse_conninfo("host=/tmp connect_timeout=2 application_name=me").unwrap();
-        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(2)));
-        assert_eq!(pg.get_application_name(), Some("me"));
-
+    fn conninfo_is_libpqs_and_bad_values_are_einval() {
+        for good in [
+            "host=/tmp port=5433 dbname=x",
+            "dbname=x",
+            "",
+            "host=/tmp sslmode=require",
+            "host=a,b port=1,2 target_session_attrs=read-write",
+            "postgresql://u@localhost:5/db?sslmode=verify-full&connect_timeout=3",
+            "service=mine",
+            "host=/tmp port=",
+        ] {
+            assert!(parse_conninfo(good).is_ok(), "{good}");
+        }
         for bad in [
             "host=/tmp port=notaport",
+            "host=/tmp port=0",
             "host=/tmp nosuchkey=1",
-            "dbname=x",
-            "host=/tmp sslmode=require",
+            "host=/tmp sslmode=sometimes",
+            "host=/tmp target_session_attrs=writable",
+            "host=/tmp connect_timeout=soon",
             "host='unterminated",
+            "postgresql://host:x/db",
+            "host=/tmp\0",
         ] {
             let e = parse_conninfo(bad).unwrap_err();
             assert_eq!(e.errno(), -libc::EINVAL, "{bad}");
@@ -241,12 +326,23 @@ pool_size = 9
 
     #[test]
     fn conninfo_errors_never_echo_the_password() {
+        for (conninfo, secret) in [
+            ("host=/tmp password=s3cr3t port=bad", "s3cr3t"),
+            ("host=/tmp password=top sec=ret", "sec"),
+            ("host=/tmp password=a b", "b"),
+            ("postgresql://u:pa%zzword@host/db", "pa%zz"),
+        ] {
+            let e = parse_conninfo(conninfo).unwrap_err();
+            assert_eq!(e.errno(), -libc::EINVAL, "{conninfo}");
+            assert!(!e.message.contains(secret), "{conninfo}: {}", e.message);
+        }
         let e = parse_conninfo("host=/tmp password=s3cr3t port=bad").unwrap_err();
-        assert!(!e.message.contains("s3cr3t"), "{}", e.message);
         assert!(
             e.message.contains("port"),
             "names the bad option: {}",
             e.message
         );
+        let e = parse_conninfo("host=/tmp nosuchkey=1").unwrap_err();
+        assert!(e.message.contains("nosuchkey"), "{}", e.message);
     }
 }

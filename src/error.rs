@@ -140,10 +140,13 @@ impl Error {
     }
 
     /// A database error from a statement. An error without a SQLSTATE (the
-    /// connection closed, a socket error) is `Communication`, never success.
-    pub fn from_pg(context: &str, e: &crate::pg::Error) -> Error {
-        match e.as_db() {
-            Some(db) => {
+    /// connection closed or timed out) is `Communication`, never success,
+    /// unless the statement surely was not sent before the call's deadline
+    /// (`TimedOut`).
+    pub fn from_pg(context: &str, e: &crate::pq::Error) -> Error {
+        use crate::pq::Error as E;
+        match e {
+            E::Db(db) => {
                 let mut message = format!("{context}: {} (SQLSTATE {})", db.message, db.code);
                 if let Some(detail) = &db.detail {
                     message.push_str(": ");
@@ -151,12 +154,29 @@ impl Error {
                 }
                 Error::new(Kind::from_sqlstate(&db.code), message)
             }
-            None => Error::new(
+            E::TimedOut { sent: false } => Error::new(
+                Kind::TimedOut,
+                format!(
+                    "{context}: call_timeout_ms passed before the statement was sent (nothing was done)"
+                ),
+            ),
+            E::TimedOut { sent: true } => Error::new(
                 Kind::Communication,
                 format!(
-                    "{context}: connection to the database failed: {}",
-                    with_causes(e)
+                    "{context}: no reply from the database within call_timeout_ms: \
+                     the statement may have run (outcome unknown)"
                 ),
+            ),
+            E::Connect { code, message } => Error::new(
+                match code.as_deref() {
+                    Some("53300") => Kind::TooManyUsers,
+                    _ => Kind::NotConnected,
+                },
+                format!("{context}: cannot connect to PostgreSQL: {message}"),
+            ),
+            E::Lost { .. } | E::Protocol(_) => Error::new(
+                Kind::Communication,
+                format!("{context}: connection to the database failed: {e}"),
             ),
         }
     }
@@ -190,21 +210,16 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
 /// gone, so that it is safe to run it again on another connection:
 /// * the server said so (SQLSTATE 08xxx, 57Pxx: admin shutdown, crash,
 ///   connection exception);
-/// * sending failed (EPIPE), or the server's end was reset (ECONNRESET):
-///   the kernel resets a connection closed while our request sat unread in
-///   its buffer. One request is in flight at a time, so a server that read
-///   and ran it would have left nothing unread: we would see its reply, or
-///   an end of file.
+/// * libpq could not even queue it (the session was already gone), or the
+///   session was lost while preparing it or setting it up.
 ///
-/// Any other error without SQLSTATE (end of file, timeout) is never "safe":
-/// the statement may have committed before the link broke.
-pub fn statement_did_not_run(e: &crate::pg::Error) -> bool {
+/// Any other error without SQLSTATE (end of file, reset, timeout after
+/// sending) is never "safe": the statement may have committed before the
+/// link broke.
+pub fn statement_did_not_run(e: &crate::pq::Error) -> bool {
     match e {
-        crate::pg::Error::Db(db) => db.code.starts_with("08") || db.code.starts_with("57P"),
-        crate::pg::Error::Io { source, .. } => matches!(
-            source.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-        ),
+        crate::pq::Error::Db(db) => db.code.starts_with("08") || db.code.starts_with("57P"),
+        crate::pq::Error::Lost { sent, .. } => !sent,
         _ => false,
     }
 }
@@ -216,7 +231,7 @@ const READ_ONLY_SQLSTATE: &str = "25006";
 /// it did not run either, but a new session may land on the same server,
 /// so `Handle::run` retries it only when the conninfo accepts writable
 /// servers alone.
-pub fn refused_as_read_only(e: &crate::pg::Error) -> bool {
+pub fn refused_as_read_only(e: &crate::pq::Error) -> bool {
     e.code() == Some(READ_ONLY_SQLSTATE)
 }
 

@@ -8,16 +8,16 @@
 //! * A handle used in a process other than the one that created it (an
 //!   inherited handle in a child) never touches its creator's pool: it
 //!   lazily builds a pool of its own for the current pid ([`PidPool`]).
-//! * Whatever was inherited is never dropped in the child: dropping a
-//!   `pg::Client` sends Terminate on a socket the parent still uses.
-//!   Inherited pools are leaked on purpose (a few hundred bytes per fork
-//!   generation).
+//! * Whatever was inherited is never dropped in the child: closing a libpq
+//!   session sends Terminate (and a TLS close_notify) on a socket the parent
+//!   still uses. Inherited pools are leaked on purpose (a few hundred bytes
+//!   per fork generation); a connection dropped in a process that did not
+//!   open it is first detached from its socket (`pq.rs`), as a safety net.
 
 use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
-
-use postgres::config::TargetSessionAttrs;
+use std::time::Instant;
 
 use crate::config::Settings;
 use crate::error::{Error, Result, refused_as_read_only, statement_did_not_run};
@@ -148,7 +148,7 @@ impl Handle {
         let primary = if r2d2_allowed() {
             Pool::R2d2(R2d2Pool::open(&settings)?)
         } else {
-            let first = Conn::connect(&settings.pg)?;
+            let first = Conn::connect(&settings, None)?;
             Pool::Local(Box::new(LocalPool::new(&settings, Some(first))))
         };
         Ok(Handle {
@@ -202,35 +202,34 @@ impl Handle {
         }
     }
 
-    /// True if the conninfo accepts only servers that allow writes.
-    fn writable_only(&self) -> bool {
-        self.settings.pg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite
-    }
-
     /// Runs `f` on a pooled connection. If the server says the statement did
     /// not run because the session was gone (shutdown, restart), it is run
     /// again on another connection, at most `pool_size` more times. So is a
     /// write refused by a read-only server (SQLSTATE 25006: nothing ran)
     /// when the conninfo accepts only writable servers
-    /// (`target_session_attrs=read-write`): the session's server stopped
-    /// being one (fenced with `default_transaction_read_only` before a
-    /// switchover), and a new session finds the one that is. Any other
-    /// failure is returned as it is: a statement that may have run is never
-    /// repeated.
+    /// (`target_session_attrs=read-write` or `primary`): the session's
+    /// server stopped being one (fenced with `default_transaction_read_only`
+    /// before a switchover), and a new session finds the one that is. Any
+    /// other failure is returned as it is: a statement that may have run is
+    /// never repeated.
+    ///
+    /// The whole call, retries included, ends within `call_timeout_ms`: the
+    /// deadline travels with the connection (`Conn::deadline`).
     pub fn run<T>(
         &self,
         what: &str,
-        mut f: impl FnMut(&mut Conn) -> crate::pg::Result<T>,
+        mut f: impl FnMut(&mut Conn) -> crate::pq::Result<T>,
     ) -> Result<T> {
+        let deadline = Instant::now() + self.settings.call_timeout;
         let pool = self.pool();
         let mut retries = 0;
         loop {
-            let mut conn = pool.checkout()?;
+            let mut conn = pool.checkout(deadline)?;
             match f(&mut conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let not_run = statement_did_not_run(&e)
-                        || (self.writable_only() && refused_as_read_only(&e));
+                        || (conn.pg.writable_only() && refused_as_read_only(&e));
                     if not_run || e.code().is_none() {
                         conn.broken = true;
                     }

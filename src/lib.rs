@@ -10,7 +10,7 @@
 //! * `sql`      – every SQL statement.
 //! * `handle`   – the object behind `dss_handle`, and the fork rules.
 //! * `pool`     – connections, prepared statements, the two pools.
-//! * `pg`       – the PostgreSQL wire client under them.
+//! * `pq`       – the connection to PostgreSQL: libpq, with deadlines.
 //! * `config`   – where settings come from.
 //! * `error`    – the error type and the errno table.
 //! * `registry` – which handle pointers are live.
@@ -22,8 +22,8 @@ pub mod ffi;
 pub mod handle;
 pub mod kv;
 pub mod lock;
-pub mod pg;
 pub mod pool;
+pub mod pq;
 mod registry;
 pub mod sql;
 pub mod wait;

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use crate::pg::Row;
+use crate::pq::Row;
 
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;

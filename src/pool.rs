@@ -3,18 +3,24 @@
 //!
 //! * [`R2d2Pool`]: an `r2d2` pool of connections, used by the one
 //!   process that started r2d2 (see `handle.rs` for why only one).
-//! * [`LocalPool`]: a small pool built on `std::sync` only, with connections
-//!   made in the calling thread; used in any other process (after `fork()`),
-//!   where r2d2's `parking_lot` state and helper threads cannot be trusted.
+//! * [`LocalPool`]: a small pool built on `std::sync` only, used in any other
+//!   process (after `fork()`), where r2d2's `parking_lot` state and helper
+//!   threads cannot be trusted. It connects in a short-lived thread, so that
+//!   a caller never waits for a connection (name resolution included) past
+//!   its deadline.
 //!
 //! Neither pool tests a connection with a round trip on checkout. A
-//! connection is checked for free ([`Conn::is_stale`]: a non-blocking read
-//! of what the server may have sent while it was idle, e.g. the FATAL of a
-//! shutdown), and a call whose statement the server says did not run is
-//! retried on another connection (`handle.rs`).
+//! connection is checked for free ([`Conn::is_stale`]: anything to read on
+//! an idle session means the server ended it), and a call whose statement
+//! the server says did not run is retried on another connection
+//! (`handle.rs`).
+//!
+//! Every call has a deadline (`call_timeout_ms`), which [`Conn`] carries:
+//! waiting for a connection, connecting and each round trip end there.
 
+use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
@@ -23,10 +29,10 @@ use postgres_types::ToSql;
 
 use crate::config::Settings;
 use crate::error::{Error, Kind, Result};
-use crate::pg::{Client, Row, Statement};
+use crate::pq::{Connection, Row};
 use crate::sql::{self, Query};
 
-type PgResult<T> = crate::pg::Result<T>;
+type PgResult<T> = crate::pq::Result<T>;
 
 thread_local! {
     static ROUND_TRIPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -44,50 +50,82 @@ fn round_trip() {
     ROUND_TRIPS.with(|n| n.set(n.get() + 1));
 }
 
+/// A preparation or a session setting is not the caller's statement: if
+/// it timed out or lost the session, the statement surely was not sent.
+fn not_the_statement(e: crate::pq::Error) -> crate::pq::Error {
+    use crate::pq::Error as E;
+    match e {
+        E::TimedOut { .. } => E::TimedOut { sent: false },
+        E::Lost { message, .. } => E::Lost {
+            message,
+            sent: false,
+        },
+        e => e,
+    }
+}
+
 /// One database session.
 pub struct Conn {
-    pub client: Client,
-    /// Statements prepared on this session, by [`Query::key`].
-    prepared: HashMap<usize, Statement>,
+    pub pg: Connection,
+    /// Names of the statements prepared on this session, by [`Query::key`].
+    prepared: HashMap<usize, CString>,
     /// Set when a call saw this session fail: the pool drops it.
     pub broken: bool,
+    /// When the call using the session must be over.
+    pub deadline: Instant,
+    call_timeout: Duration,
 }
 
 impl Conn {
-    /// Connects and checks the schema version.
+    /// Connects (within `deadline`, else within connect_timeout per host),
+    /// applies the session settings and checks the schema version.
     /// Errors: `NotConnected` (cannot reach or log in), `TooManyUsers`,
     /// `Protocol` (schema missing or too old).
-    pub fn connect(pg: &postgres::Config) -> Result<Conn> {
-        let mut client =
-            Client::connect_with(pg, crate::sql::SESSION_SETTINGS).map_err(connect_error)?;
-        check_schema(&mut client)?;
+    pub fn connect(settings: &Settings, deadline: Option<Instant>) -> Result<Conn> {
+        let mut pg = Connection::connect(&settings.connect, deadline).map_err(connect_error)?;
+        let setup = deadline.unwrap_or_else(|| Instant::now() + settings.call_timeout);
+        pg.batch_execute_until(&sql::session_settings_sql(), Some(setup))
+            .map_err(connect_error)?;
+        check_schema(&mut pg, setup)?;
         Ok(Conn {
-            client,
+            pg,
             prepared: HashMap::new(),
             broken: false,
+            deadline: Instant::now() + settings.call_timeout,
+            call_timeout: settings.call_timeout,
         })
     }
 
-    /// `q` prepared on this session: by a Parse round trip the first time,
-    /// from the cache afterwards.
-    pub fn statement(&mut self, q: &'static Query) -> PgResult<Statement> {
-        if let Some(st) = self.prepared.get(&q.key()) {
-            return Ok(st.clone());
-        }
-        round_trip();
-        let st = self.client.prepare(q.text, q.params)?;
-        self.prepared.insert(q.key(), st.clone());
-        Ok(st)
+    /// Gives the next round trip a full call_timeout (dss_lock_wait, whose
+    /// round trips each have one).
+    pub fn renew_deadline(&mut self) {
+        self.deadline = Instant::now() + self.call_timeout;
     }
 
+    /// Runs `q`, prepared on this session by a round trip the first time.
     pub fn query(
         &mut self,
         q: &'static Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> PgResult<Vec<Row>> {
-        let st = self.statement(q)?;
+        let deadline = Some(self.deadline);
+        let name = match self.prepared.get(&q.key()) {
+            Some(name) => name,
+            None => {
+                round_trip();
+                let name = CString::new(format!("dss{}", self.prepared.len() + 1))
+                    .expect("no NUL in a number");
+                let text = CString::new(q.text).expect("no NUL in the library's SQL");
+                self.pg
+                    .prepare(&name, &text, q.params, deadline)
+                    .map_err(not_the_statement)?;
+                self.prepared.entry(q.key()).or_insert(name)
+            }
+        };
         round_trip();
-        self.client.query(&st, params)
+        self.pg
+            .execute(name, q.params, params, deadline)
+            .map(crate::pq::PgResult::into_rows)
     }
 
     /// Exactly one row, or an error that says how many there were.
@@ -96,7 +134,7 @@ impl Conn {
         let mut rows = rows.into_iter();
         match (rows.next(), n) {
             (Some(row), 1) => Ok(row),
-            _ => Err(crate::pg::Error::Protocol(format!(
+            _ => Err(crate::pq::Error::Protocol(format!(
                 "the statement returned {n} rows, 1 expected"
             ))),
         }
@@ -126,26 +164,29 @@ impl Conn {
     /// simple query protocol.
     pub fn simple(&mut self, sql: &str) -> PgResult<()> {
         round_trip();
-        self.client.batch_execute(sql)
+        self.pg.batch_execute_until(sql, Some(self.deadline))
     }
 
-    /// True if the session is known to be dead, found without a round trip:
-    /// reads what the server sent while the session was idle (a FATAL on
-    /// shutdown, or end of file). A session that dies just after this check
-    /// fails the call in a way `handle::Handle::run` recognises and retries.
+    /// True if the session is known to be dead, found without a round trip.
+    /// A session that dies just after this check fails the call in a way
+    /// `handle::Handle::run` recognises and retries when it can.
     pub fn is_stale(&mut self) -> bool {
-        self.broken || self.client.is_stale()
+        self.broken || self.pg.is_stale()
+    }
+
+    fn is_dead(&self) -> bool {
+        self.broken || self.pg.is_broken()
     }
 }
 
-fn connect_error(e: crate::pg::Error) -> Error {
+fn connect_error(e: crate::pq::Error) -> Error {
     let kind = match e.code() {
         Some("53300") => Kind::TooManyUsers,
         _ => Kind::NotConnected,
     };
-    let detail = match e.as_db() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message, db.code),
-        None => crate::error::with_causes(&e),
+    let detail = match &e {
+        crate::pq::Error::TimedOut { .. } => "no answer within call_timeout_ms".to_string(),
+        e => e.to_string(),
     };
     Error::new(kind, format!("cannot connect to PostgreSQL: {detail}"))
 }
@@ -153,18 +194,18 @@ fn connect_error(e: crate::pg::Error) -> Error {
 /// The highest migration applied (`dss.schema_info`), None if the schema
 /// is not there yet (undefined table or schema). By the unnamed statement:
 /// nothing stays prepared on the session. Also used by `dssctl migrate`.
-pub fn schema_version(client: &mut Client) -> PgResult<Option<i32>> {
-    match client.query_once(sql::SCHEMA_VERSION_QUERY, &[]) {
+pub fn schema_version(pg: &mut Connection, deadline: Option<Instant>) -> PgResult<Option<i32>> {
+    match pg.query_once_until(sql::SCHEMA_VERSION_QUERY, &[], deadline) {
         Ok(rows) => Ok(rows.first().and_then(|row| row.get(0))),
         Err(e) if matches!(e.code(), Some("42P01" | "3F000")) => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-fn check_schema(client: &mut Client) -> Result<()> {
+fn check_schema(pg: &mut Connection, deadline: Instant) -> Result<()> {
     let expected = sql::SCHEMA_VERSION;
-    let found =
-        schema_version(client).map_err(|e| Error::from_pg("cannot read dss.schema_info", &e))?;
+    let found = schema_version(pg, Some(deadline))
+        .map_err(|e| Error::from_pg("cannot read dss.schema_info", &e))?;
     match found {
         Some(v) if v >= expected => Ok(()),
         _ => Err(Error::new(
@@ -218,7 +259,7 @@ impl Health {
 
 /// r2d2's view of how to make and judge a [`Conn`].
 pub struct Manager {
-    pg: postgres::Config,
+    settings: Settings,
     health: Arc<Health>,
 }
 
@@ -226,9 +267,11 @@ impl r2d2::ManageConnection for Manager {
     type Connection = Conn;
     type Error = Error;
 
+    /// In r2d2's threads, bounded by connect_timeout per host (callers wait
+    /// no longer than their own deadline).
     fn connect(&self) -> Result<Conn> {
         self.health.connecting.fetch_add(1, Ordering::SeqCst);
-        let result = Conn::connect(&self.pg);
+        let result = Conn::connect(&self.settings, None);
         self.health.connecting.fetch_sub(1, Ordering::SeqCst);
         self.health.record(&result);
         result
@@ -241,7 +284,7 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken || conn.client.is_closed()
+        conn.is_dead()
     }
 }
 
@@ -266,10 +309,11 @@ pub struct R2d2Pool {
 impl R2d2Pool {
     /// Builds the pool and waits for its first connection, which checks the
     /// server and the schema: the errors are those of [`Conn::connect`].
+    /// The wait ends with that first attempt (connect_timeout per host).
     pub fn open(settings: &Settings) -> Result<R2d2Pool> {
         let health = Arc::new(Health::default());
         let manager = Manager {
-            pg: settings.pg.clone(),
+            settings: settings.clone(),
             health: health.clone(),
         };
         // Helper threads of this handle only: a server that hangs one
@@ -293,30 +337,20 @@ impl R2d2Pool {
             health,
             timeout: settings.pool_timeout,
         };
-        // Every host may take connect_timeout; then the attempt has failed.
-        let per_host = settings
-            .pg
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(crate::config::DEFAULT_CONNECT_TIMEOUT);
-        let hosts = settings.pg.get_hosts().len().max(1) as u32;
-        let deadline = Instant::now() + per_host * hosts + Duration::from_secs(1);
-        match pool.wait_until(deadline) {
+        match pool.wait_until(None) {
             Ok(_first) => Ok(pool),
             Err(Some(e)) => Err(e),
-            Err(None) => Err(Error::new(
-                Kind::NotConnected,
-                "cannot connect to PostgreSQL: no answer within connect_timeout",
-            )),
+            Err(None) => unreachable!("no deadline"),
         }
     }
 
-    /// Waits for a connection until `deadline`, in slices, looking at
-    /// [`Health`] between them. `Err(Some(e))`: the server is known down,
-    /// `e` is the connection error; `Err(None)`: the deadline passed.
+    /// Waits for a connection until `deadline` (None: until the server is
+    /// known up or down), in slices, looking at [`Health`] between them.
+    /// `Err(Some(e))`: the server is known down, `e` is the connection
+    /// error; `Err(None)`: the deadline passed.
     fn wait_until(
         &self,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> std::result::Result<r2d2::PooledConnection<Manager>, Option<Error>> {
         loop {
             if let Some(c) = self.pool.try_get() {
@@ -326,22 +360,26 @@ impl R2d2Pool {
                 return Err(Some(e));
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Err(None);
-            }
-            if let Ok(c) = self.pool.get_timeout(CHECKOUT_SLICE.min(deadline - now)) {
+            let slice = match deadline {
+                Some(d) if now >= d => return Err(None),
+                Some(d) => CHECKOUT_SLICE.min(d - now),
+                None => CHECKOUT_SLICE,
+            };
+            if let Ok(c) = self.pool.get_timeout(slice) {
                 return Ok(c);
             }
         }
     }
 
-    fn get(&self) -> Result<r2d2::PooledConnection<Manager>> {
-        match self.wait_until(Instant::now() + self.timeout) {
+    fn get(&self, deadline: Instant) -> Result<r2d2::PooledConnection<Manager>> {
+        let (until, call_ends) = wait_end(self.timeout, deadline);
+        match self.wait_until(Some(until)) {
             Ok(c) => Ok(c),
             Err(Some(e)) => Err(Error::new(
                 Kind::Communication,
                 format!("database unreachable: {}", e.message),
             )),
+            Err(None) if call_ends => Err(call_timed_out()),
             // Still waiting for a connection the server does not grant.
             Err(None) if self.health.connecting.load(Ordering::SeqCst) > 0 => Err(Error::new(
                 Kind::Communication,
@@ -355,6 +393,17 @@ impl R2d2Pool {
     }
 }
 
+/// How long a checkout may wait: the pool timeout or the call's deadline,
+/// whichever comes first (and whether that is the call's).
+fn wait_end(pool_timeout: Duration, deadline: Instant) -> (Instant, bool) {
+    let pool_end = Instant::now() + pool_timeout;
+    if deadline <= pool_end {
+        (deadline, true)
+    } else {
+        (pool_end, false)
+    }
+}
+
 fn timed_out(timeout: Duration) -> Error {
     Error::new(
         Kind::TimedOut,
@@ -365,12 +414,22 @@ fn timed_out(timeout: Duration) -> Error {
     )
 }
 
+/// The call's deadline passed before its statement was sent.
+fn call_timed_out() -> Error {
+    Error::new(
+        Kind::TimedOut,
+        "call_timeout_ms passed while waiting for a database connection (nothing was sent)",
+    )
+}
+
 /// A pool on `std::sync` only, for processes forked from the one running
-/// r2d2. Connections are made in the calling thread.
+/// r2d2.
 pub struct LocalPool {
-    pg: postgres::Config,
-    size: u32,
-    timeout: Duration,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: Settings,
     state: Mutex<LocalState>,
     freed: Condvar,
 }
@@ -382,22 +441,7 @@ struct LocalState {
     waiting: u32,
 }
 
-impl LocalPool {
-    pub fn new(settings: &Settings, first: Option<Conn>) -> LocalPool {
-        let total = u32::from(first.is_some());
-        LocalPool {
-            pg: settings.pg.clone(),
-            size: settings.pool_size,
-            timeout: settings.pool_timeout,
-            state: Mutex::new(LocalState {
-                idle: first.into_iter().collect(),
-                total,
-                waiting: 0,
-            }),
-            freed: Condvar::new(),
-        }
-    }
-
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, LocalState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -412,10 +456,58 @@ impl LocalPool {
             self.freed.notify_one();
         }
     }
+}
 
-    fn get(&self) -> Result<LocalConn<'_>> {
-        let deadline = Instant::now() + self.timeout;
-        let mut st = self.lock();
+/// A place in the pool taken for a connection being made: given back if
+/// the connection is not made, or made for nobody.
+struct Slot(Option<Arc<Shared>>);
+
+impl Slot {
+    /// The connection was handed to a caller: the place is its now.
+    fn taken(mut self) {
+        self.0 = None;
+    }
+
+    /// The caller gave up waiting: the connection serves the next call.
+    fn keep_idle(mut self, conn: Conn) {
+        if let Some(shared) = self.0.take() {
+            let mut st = shared.lock();
+            st.idle.push(conn);
+            shared.release(st);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            let mut st = shared.lock();
+            st.total -= 1;
+            shared.release(st);
+        }
+    }
+}
+
+impl LocalPool {
+    pub fn new(settings: &Settings, first: Option<Conn>) -> LocalPool {
+        let total = u32::from(first.is_some());
+        LocalPool {
+            shared: Arc::new(Shared {
+                settings: settings.clone(),
+                state: Mutex::new(LocalState {
+                    idle: first.into_iter().collect(),
+                    total,
+                    waiting: 0,
+                }),
+                freed: Condvar::new(),
+            }),
+        }
+    }
+
+    fn get(&self, deadline: Instant) -> Result<LocalConn<'_>> {
+        let shared = &self.shared;
+        let (until, call_ends) = wait_end(shared.settings.pool_timeout, deadline);
+        let mut st = shared.lock();
         loop {
             if let Some(conn) = st.idle.pop() {
                 return Ok(LocalConn {
@@ -423,33 +515,69 @@ impl LocalPool {
                     conn: Some(conn),
                 });
             }
-            if st.total < self.size {
+            if st.total < shared.settings.pool_size {
                 st.total += 1;
                 drop(st);
-                return match Conn::connect(&self.pg) {
-                    Ok(conn) => Ok(LocalConn {
-                        pool: self,
-                        conn: Some(conn),
-                    }),
-                    Err(e) => {
-                        let mut st = self.lock();
-                        st.total -= 1;
-                        self.release(st);
-                        Err(Error::new(Kind::Communication, e.message))
-                    }
-                };
+                return self.connect(Slot(Some(shared.clone())), deadline);
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Err(timed_out(self.timeout));
+            if now >= until {
+                return Err(if call_ends {
+                    call_timed_out()
+                } else {
+                    timed_out(shared.settings.pool_timeout)
+                });
             }
             st.waiting += 1;
-            st = self
+            st = shared
                 .freed
-                .wait_timeout(st, deadline - now)
+                .wait_timeout(st, until - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             st.waiting -= 1;
+        }
+    }
+
+    /// Makes a connection in a thread of its own, waiting for it until
+    /// `deadline`; one made after that serves the next call.
+    fn connect(&self, slot: Slot, deadline: Instant) -> Result<LocalConn<'_>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dss-connect".to_string())
+            .spawn(move || {
+                let made = Conn::connect(&shared.settings, None);
+                // Nobody waits any more: a connection made serves the next
+                // call; a failure gives its place back (the slot's drop).
+                if let Err(mpsc::SendError((Ok(conn), slot))) = tx.send((made, slot)) {
+                    slot.keep_idle(conn);
+                }
+            });
+        if let Err(e) = spawned {
+            // The slot went with the closure and was given back.
+            return Err(Error::new(
+                Kind::OutOfMemory,
+                format!("cannot start a thread to connect: {e}"),
+            ));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((Ok(conn), slot)) => {
+                slot.taken();
+                Ok(LocalConn {
+                    pool: self,
+                    conn: Some(conn),
+                })
+            }
+            Ok((Err(e), _slot)) => Err(Error::new(Kind::Communication, e.message)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::new(
+                Kind::TimedOut,
+                "call_timeout_ms passed while connecting to the database (nothing was sent)",
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::new(
+                Kind::Communication,
+                "the connecting thread ended without a connection",
+            )),
         }
     }
 }
@@ -462,16 +590,17 @@ pub struct LocalConn<'a> {
 impl Drop for LocalConn<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        let mut st = self.pool.lock();
+        let shared = &self.pool.shared;
+        let mut st = shared.lock();
         // A dead connection is dropped after the lock is released.
-        let dead = if conn.broken || conn.client.is_closed() {
+        let dead = if conn.is_dead() {
             st.total -= 1;
             Some(conn)
         } else {
             st.idle.push(conn);
             None
         };
-        self.pool.release(st);
+        shared.release(st);
         drop(dead);
     }
 }
@@ -509,17 +638,19 @@ impl std::ops::DerefMut for Checkout<'_> {
 }
 
 impl Pool {
-    /// A live-looking connection: stale ones found on the way are dropped.
-    pub fn checkout(&self) -> Result<Checkout<'_>> {
+    /// A live-looking connection for a call ending at `deadline`: stale ones
+    /// found on the way are dropped.
+    pub fn checkout(&self, deadline: Instant) -> Result<Checkout<'_>> {
         loop {
             let mut c = match self {
-                Pool::R2d2(p) => Checkout::R2d2(p.get()?),
-                Pool::Local(p) => Checkout::Local(p.get()?),
+                Pool::R2d2(p) => Checkout::R2d2(p.get(deadline)?),
+                Pool::Local(p) => Checkout::Local(p.get(deadline)?),
             };
             if c.is_stale() {
                 c.broken = true;
                 continue;
             }
+            c.deadline = deadline;
             return Ok(c);
         }
     }

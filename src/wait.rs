@@ -10,6 +10,9 @@
 //!   case a notification was missed (a release that raced with queueing);
 //! * the caller's deadline passes.
 //!
+//! Each round trip of a wait is bounded by `call_timeout_ms` on its own
+//! ([`Conn::renew_deadline`]); `timeout_ms` bounds the wait for the lock.
+//!
 //! Fairness: waiters of one id are served in arrival order. An attempt only
 //! takes the lock when no live waiter with an earlier ticket exists, so each
 //! release lets exactly one waiter in and no waiter is overtaken by a later
@@ -61,7 +64,7 @@ struct Waiter<'a> {
     deadline: Option<Instant>,
 }
 
-type PgResult<T> = crate::pg::Result<T>;
+type PgResult<T> = crate::pq::Result<T>;
 
 /// What one attempt found.
 enum Attempt {
@@ -76,6 +79,7 @@ impl Waiter<'_> {
     }
 
     fn attempt(&self, c: &mut Conn, ticket: i64) -> PgResult<(Attempt, Option<i64>, String)> {
+        c.renew_deadline();
         let row = c.query_one(
             &q::WAIT_TRY,
             &[&self.id, &self.owner, &self.ttl, &ticket, &self.queue_ms],
@@ -97,6 +101,7 @@ impl Waiter<'_> {
         let result = if self.expired() || !valid_channel(&channel) {
             Ok(None)
         } else {
+            c.renew_deadline();
             c.simple(&format!("LISTEN \"{channel}\""))
                 .and_then(|()| self.queued(c, ticket))
         };
@@ -106,9 +111,11 @@ impl Waiter<'_> {
         // still reported as taken.
         let taken = matches!(result, Ok(Some(_)));
         let cleanup = (|| {
+            c.renew_deadline();
             if !taken {
                 c.query(&q::WAIT_LEAVE, &[&ticket])?;
             }
+            c.renew_deadline();
             c.simple("UNLISTEN *")
         })();
         if cleanup.is_err() {
@@ -141,7 +148,7 @@ impl Waiter<'_> {
             }
             // Consumes every notification received (several releases may
             // have sent several).
-            let woken = c.client.wait_notification(sleep)?;
+            let woken = c.pg.wait_notification(sleep)?;
             if !woken {
                 poll = (poll * 2).min(LONGEST_POLL);
             }

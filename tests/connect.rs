@@ -633,9 +633,7 @@ fn a_primary_turned_read_only_is_left_for_the_writable_server() {
     loop {
         let fenced = h
             .run("probe", |c| {
-                let rows = c
-                    .client
-                    .query_once("SHOW default_transaction_read_only", &[])?;
+                let rows = c.pg.query_once("SHOW default_transaction_read_only", &[])?;
                 Ok(rows[0].get::<String>(0) == "on")
             })
             .unwrap();

@@ -396,8 +396,7 @@ fn calls_read_by_index_even_under_a_plan_made_on_an_empty_table() {
     calls("grown");
     // The library's session reports its counters now, not at exit.
     h.run("flush", |c| {
-        c.client
-            .query_once("SELECT pg_stat_force_next_flush()", &[])
+        c.pg.query_once("SELECT pg_stat_force_next_flush()", &[])
     })
     .unwrap();
     let row = c

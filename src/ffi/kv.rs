@@ -116,8 +116,11 @@ unsafe fn batch_target<'a>(
 ///         -EINVAL for a NULL or uninitialised handle, a NULL, empty, too
 ///                 long or non-UTF-8 bucket or key, a NULL value with `len`
 ///                 > 0 (nothing sent);
-///         -ECOMM if the connection failed or was lost (outcome unknown);
-///         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+///         -ECOMM if the connection failed or was lost, or no reply came
+///                within call_timeout_ms (outcome unknown);
+///         -ETIMEDOUT if no pooled connection was free within
+///                    pool_timeout_ms, or call_timeout_ms passed before the
+///                    statement was sent (nothing was written);
 ///         -EROFS if the server is read-only (a hot standby, or
 ///                default_transaction_read_only) and, with
 ///                target_session_attrs=read-write, no writable server was

@@ -74,9 +74,12 @@ unsafe fn ids_arg<'a>(ids: *const *const c_char, n: usize) -> Result<Vec<&'a str
 ///         -EINVAL for a NULL or uninitialised handle, NULL `lock_id` or
 ///                 `lock_owner`, an empty or too long id, a too long owner,
 ///                 or a string that is not UTF-8 (nothing is sent);
-///         -ECOMM if the database connection failed or was lost (the
-///                outcome is then unknown: check with dss_lock_status());
-///         -ETIMEDOUT if no pooled connection was free within pool_timeout_ms;
+///         -ECOMM if the database connection failed or was lost, or no
+///                reply came within call_timeout_ms (the outcome is then
+///                unknown: check with dss_lock_status());
+///         -ETIMEDOUT if no pooled connection was free within
+///                    pool_timeout_ms, or call_timeout_ms passed before the
+///                    statement was sent (nothing was done);
 ///         -EROFS if the server is read-only (a hot standby, or
 ///                default_transaction_read_only) and, with
 ///                target_session_attrs=read-write, no writable server was
@@ -168,8 +171,9 @@ pub extern "C" fn dss_lock_lease(
 /// @param[out] token       if not NULL, receives the fencing token.
 ///                         Written only on success.
 /// @return 0 if the lock was taken;
-///         -ETIMEDOUT if it was not free within `timeout_ms` (or no pooled
-///                    connection was free within pool_timeout_ms);
+///         -ETIMEDOUT if it was not free within `timeout_ms` (or as for
+///                    dss_lock(); call_timeout_ms bounds each round trip of
+///                    the wait, not the wait itself);
 ///         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
 ///         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
 ///         dss_lock().

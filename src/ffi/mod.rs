@@ -219,14 +219,18 @@ unsafe fn init(
 /// `connect_string` of section `[dss]` in the ini file named by
 /// `PHOBOS_CFG_FILE` (default `/etc/phobos.conf`).
 ///
-/// The string is a libpq-style conninfo (`host=... port=... dbname=...
-/// user=... password=... connect_timeout=...`, several comma-separated hosts
-/// with `target_session_attrs=read-write`) or a `postgresql://` URI.
-/// `connect_timeout` defaults to 5 s. TLS is not supported: `sslmode=require`
-/// is refused, and the session runs in clear (use a Unix socket or a trusted
-/// network). Pool knobs, looked up the same way (`PHOBOS_DSS_<key>` then
-/// `[dss] <key>`): `pool_size` (connections per handle, default 8) and
-/// `pool_timeout_ms` (longest wait for a free connection, default 5000).
+/// The string is libpq's (a `host=... dbname=...` conninfo or a
+/// `postgresql://` URI) and is handed to the system libpq as it is: every
+/// keyword (`sslmode`, `sslrootcert`, `sslcert`/`sslkey`, `service`,
+/// `passfile`, several hosts with `target_session_attrs`, ...), every `PG*`
+/// environment variable, `~/.pgpass` and `pg_service.conf` work as with
+/// `psql`. The library adds only what is set nowhere: `application_name`
+/// "libdss", `connect_timeout` 5 s per host, and on TCP `tcp_user_timeout`
+/// 5 s; sessions always speak UTF-8. Knobs, looked up the same way
+/// (`PHOBOS_DSS_<key>` then `[dss] <key>`): `pool_size` (connections per
+/// handle, default 8), `pool_timeout_ms` (longest wait for a free
+/// connection, default 5000) and `call_timeout_ms` (longest a call takes,
+/// all included, default 10000; see README "Timeouts").
 ///
 /// Connects once and checks the schema version written by the `sql/`
 /// migrations. The library never changes the schema itself.
@@ -237,10 +241,13 @@ unsafe fn init(
 ///                     initialised handle as it is).
 /// @return 0 on success;
 ///         -EINVAL if `handle` is NULL, no connection string is configured
-///                 (variable unset and file or key missing), the string or
-///                 a pool setting is invalid, or `sslmode=require`;
+///                 (variable unset and file or key missing), or the string
+///                 (libpq's parser; bad port, sslmode, connect_timeout...
+///                 values) or a knob is invalid;
 ///         -EALREADY if `handle` is already initialised in this process;
-///         -ENOTCONN if the server cannot be reached or refuses the login;
+///         -ENOTCONN if the server cannot be reached, refuses the login or
+///                   the TLS handshake (certificate, host name), within
+///                   connect_timeout per host;
 ///         -EUSERS if the server has too many connections;
 ///         -EPROTO if the schema is missing or older than this library
 ///                 (dss_last_error() names both versions);

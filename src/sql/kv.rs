@@ -11,7 +11,7 @@
 //!   no call scans the table (`tests/kv.rs` checks the plans, with the
 //!   statistics of a table where the bucket looks tiny).
 
-use postgres::types::Type;
+use postgres_types::Type;
 
 use super::Query;
 

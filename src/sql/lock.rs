@@ -22,7 +22,7 @@
 //! Results of refresh and unlock calls share one shape, read by
 //! `lock::Seen`: (done, done_on_expired_lease, holder seen, holder expired).
 
-use postgres::types::Type;
+use postgres_types::Type;
 
 use super::Query;
 

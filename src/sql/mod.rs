@@ -7,7 +7,7 @@
 //! statement for its lifetime (`pool::Conn::prepared`), so a call costs one
 //! round trip: Bind/Execute/Sync, never a Parse.
 
-use postgres::types::Type;
+use postgres_types::Type;
 
 /// An expiry for a ttl in milliseconds held by `$p` (a parameter or a
 /// column): NULL (never) for 0. Used by the lock and kv statements.
@@ -30,8 +30,8 @@ pub mod lock;
 /// `sql/`). A newer schema is accepted: migrations only add.
 pub const SCHEMA_VERSION: i32 = 3;
 
-/// Settings of every library session, sent in its startup message (no
-/// round trip). `enable_seqscan = off`: every statement here finds its
+/// Settings of every library session, set once when it is opened
+/// ([`session_settings_sql`]; one round trip per session, not per call). `enable_seqscan = off`: every statement here finds its
 /// rows through an index (lock id, bucket and key, the waiter queue), but a
 /// generic plan made while a table was nearly empty is a sequential scan,
 /// and stays one until the next ANALYZE of that table; under lock/unlock
@@ -41,6 +41,15 @@ pub const SCHEMA_VERSION: i32 = 3;
 /// serve the statement (`dss_lock_clean` by owner prefix reads the id index
 /// whole). The benchmark's libpq baseline sets the same.
 pub const SESSION_SETTINGS: &[(&str, &str)] = &[("enable_seqscan", "off")];
+
+/// [`SESSION_SETTINGS`] as SQL: `SET name = value; …`.
+pub fn session_settings_sql() -> String {
+    SESSION_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET {name} = {value}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Highest applied migration. A missing table is SQLSTATE 42P01.
 pub const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM dss.schema_info";

@@ -108,9 +108,9 @@ pub fn client() -> postgres::Client {
 }
 
 /// A session of the library's own client, the one under every call.
-pub fn pg_client() -> dss::pg::Client {
+pub fn pg_client() -> dss::pq::Connection {
     let s = Settings::new(&conninfo()).unwrap();
-    dss::pg::Client::connect(&s.pg).unwrap()
+    dss::pq::Connection::connect(&s.connect, None).unwrap()
 }
 
 /// A new empty database NAME_<pid> on the test cluster (dropped first if a

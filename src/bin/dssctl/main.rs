@@ -288,15 +288,10 @@ fn lock_command(h: &Handle, command: Command) -> Outcome {
 }
 
 /// The library's settings, named `dssctl` in pg_stat_activity unless the
-/// conninfo names itself.
+/// conninfo (or `PGAPPNAME`) names itself.
 fn settings(conninfo: &str) -> Result<Settings, Error> {
     let mut settings = Settings::new(conninfo)?;
-    let named = conninfo
-        .parse::<postgres::Config>()
-        .is_ok_and(|c| c.get_application_name().is_some());
-    if !named {
-        settings.pg.application_name("dssctl");
-    }
+    settings.connect.set_fallback_name("dssctl");
     Ok(settings)
 }
 
@@ -394,8 +389,8 @@ fn user_name() -> String {
 /// exist yet) runs every shipped migration in order. Each is one
 /// idempotent transaction, so running it again changes nothing.
 fn migrate(settings: Settings, dry_run: bool) -> Outcome {
-    let mut client =
-        dss::pg::Client::connect(&settings.pg).map_err(|e| Error::from_pg("connect", &e))?;
+    let mut client = dss::pq::Connection::connect(&settings.connect, None)
+        .map_err(|e| Error::from_pg("connect", &e))?;
     let mut out = String::new();
     let before = schema_version(&mut client)?;
     if dry_run {
@@ -427,8 +422,8 @@ fn migrate(settings: Settings, dry_run: bool) -> Outcome {
 }
 
 /// `max(version)` of dss.schema_info; None if there is no schema yet.
-fn schema_version(client: &mut dss::pg::Client) -> Result<Option<i32>, Error> {
-    dss::pool::schema_version(client).map_err(|e| Error::from_pg("schema version", &e))
+fn schema_version(client: &mut dss::pq::Connection) -> Result<Option<i32>, Error> {
+    dss::pool::schema_version(client, None).map_err(|e| Error::from_pg("schema version", &e))
 }
 
 fn version_text(v: Option<i32>) -> String {

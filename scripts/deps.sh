@@ -11,7 +11,9 @@ have pkg-config || need="$need pkg-config"
 have psql || need="$need postgresql-client"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 [ -f /usr/include/cmocka.h ] || need="$need libcmocka-dev"
-[ -f /usr/include/postgresql/libpq-fe.h ] || need="$need libpq-dev"   # examples/dss_bench.c (baseline)
+# The library speaks through the system libpq (libpq5 at run time).
+[ -f /usr/include/postgresql/libpq-fe.h ] || need="$need libpq-dev"
+have openssl || need="$need openssl"   # the TLS tests make their own CA
 have runuser || need="$need util-linux"
 have cargo || { echo "deps: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 if [ -n "$need" ]; then

@@ -230,7 +230,11 @@ impl Handle {
                 Err(e) => {
                     let not_run = statement_did_not_run(&e)
                         || (conn.pg.writable_only() && refused_as_read_only(&e));
-                    if not_run || e.code().is_none() {
+                    // A session that failed without the server's word is
+                    // dropped, unless the deadline passed before anything
+                    // was sent on it (it is still in step).
+                    let unsent = matches!(e, crate::pq::Error::TimedOut { sent: false });
+                    if not_run || (e.code().is_none() && !unsent) {
                         conn.broken = true;
                     }
                     if not_run && retries < self.settings.pool_size {

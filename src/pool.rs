@@ -24,6 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use postgres_types::ToSql;
 
@@ -64,11 +65,30 @@ fn not_the_statement(e: crate::pq::Error) -> crate::pq::Error {
     }
 }
 
+/// Hashes a [`Query::key`] (an address, unique and fixed) with one
+/// multiplication, not SipHash: the cache is looked up on every call.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One database session.
 pub struct Conn {
     pub pg: Connection,
     /// Names of the statements prepared on this session, by [`Query::key`].
-    prepared: HashMap<usize, CString>,
+    prepared: HashMap<usize, CString, BuildHasherDefault<AddressHasher>>,
     /// Set when a call saw this session fail: the pool drops it.
     pub broken: bool,
     /// When the call using the session must be over.
@@ -89,7 +109,7 @@ impl Conn {
         check_schema(&mut pg, setup)?;
         Ok(Conn {
             pg,
-            prepared: HashMap::new(),
+            prepared: HashMap::default(),
             broken: false,
             deadline: Instant::now() + settings.call_timeout,
             call_timeout: settings.call_timeout,
@@ -108,6 +128,14 @@ impl Conn {
         q: &'static Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> PgResult<Vec<Row>> {
+        self.run(q, params).map(crate::pq::PgResult::into_rows)
+    }
+
+    fn run(
+        &mut self,
+        q: &'static Query,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> PgResult<crate::pq::PgResult> {
         let deadline = Some(self.deadline);
         let name = match self.prepared.get(&q.key()) {
             Some(name) => name,
@@ -123,41 +151,27 @@ impl Conn {
             }
         };
         round_trip();
-        self.pg
-            .execute(name, q.params, params, deadline)
-            .map(crate::pq::PgResult::into_rows)
+        self.pg.execute(name, q.params, params, deadline)
     }
 
     /// Exactly one row, or an error that says how many there were.
-    fn one(rows: Vec<Row>) -> PgResult<Row> {
-        let n = rows.len();
-        let mut rows = rows.into_iter();
-        match (rows.next(), n) {
-            (Some(row), 1) => Ok(row),
-            _ => Err(crate::pq::Error::Protocol(format!(
-                "the statement returned {n} rows, 1 expected"
-            ))),
-        }
-    }
-
     pub fn query_one(
         &mut self,
         q: &'static Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> PgResult<Row> {
-        Self::one(self.query(q, params)?)
+        self.query_opt(q, params)?.ok_or_else(|| {
+            crate::pq::Error::Protocol("the statement returned no row, 1 expected".to_string())
+        })
     }
 
+    /// One row or none.
     pub fn query_opt(
         &mut self,
         q: &'static Query,
         params: &[&(dyn ToSql + Sync)],
     ) -> PgResult<Option<Row>> {
-        let rows = self.query(q, params)?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        Self::one(rows).map(Some)
+        self.run(q, params)?.into_row()
     }
 
     /// A command without parameters or results (LISTEN, UNLISTEN), by the
@@ -232,7 +246,7 @@ struct Health {
 }
 
 impl Health {
-    fn record(&self, result: &Result<Conn>) {
+    fn record<T>(&self, result: &Result<T>) {
         match result {
             Ok(_) => self.down.store(false, Ordering::SeqCst),
             Err(e) => {
@@ -264,14 +278,15 @@ pub struct Manager {
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
+    /// Boxed: checkouts move it around, a pointer is cheaper to move.
+    type Connection = Box<Conn>;
     type Error = Error;
 
     /// In r2d2's threads, bounded by connect_timeout per host (callers wait
     /// no longer than their own deadline).
-    fn connect(&self) -> Result<Conn> {
+    fn connect(&self) -> Result<Box<Conn>> {
         self.health.connecting.fetch_add(1, Ordering::SeqCst);
-        let result = Conn::connect(&self.settings, None);
+        let result = Conn::connect(&self.settings, None).map(Box::new);
         self.health.connecting.fetch_sub(1, Ordering::SeqCst);
         self.health.record(&result);
         result
@@ -279,11 +294,11 @@ impl r2d2::ManageConnection for Manager {
 
     /// Only called right after `connect` (test_on_check_out is off), which
     /// has just done round trips of its own.
-    fn is_valid(&self, _conn: &mut Conn) -> Result<()> {
+    fn is_valid(&self, _conn: &mut Box<Conn>) -> Result<()> {
         Ok(())
     }
 
-    fn has_broken(&self, conn: &mut Conn) -> bool {
+    fn has_broken(&self, conn: &mut Box<Conn>) -> bool {
         conn.is_dead()
     }
 }
@@ -435,7 +450,9 @@ struct Shared {
 }
 
 struct LocalState {
-    idle: Vec<Conn>,
+    // Boxed as in r2d2: a checkout moves a pointer, not the connection.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<Conn>>,
     total: u32,
     /// Threads waiting in `get` for a connection to come back.
     waiting: u32,
@@ -469,7 +486,7 @@ impl Slot {
     }
 
     /// The caller gave up waiting: the connection serves the next call.
-    fn keep_idle(mut self, conn: Conn) {
+    fn keep_idle(mut self, conn: Box<Conn>) {
         if let Some(shared) = self.0.take() {
             let mut st = shared.lock();
             st.idle.push(conn);
@@ -495,7 +512,7 @@ impl LocalPool {
             shared: Arc::new(Shared {
                 settings: settings.clone(),
                 state: Mutex::new(LocalState {
-                    idle: first.into_iter().collect(),
+                    idle: first.into_iter().map(Box::new).collect(),
                     total,
                     waiting: 0,
                 }),
@@ -546,7 +563,7 @@ impl LocalPool {
         let spawned = std::thread::Builder::new()
             .name("dss-connect".to_string())
             .spawn(move || {
-                let made = Conn::connect(&shared.settings, None);
+                let made = Conn::connect(&shared.settings, None).map(Box::new);
                 // Nobody waits any more: a connection made serves the next
                 // call; a failure gives its place back (the slot's drop).
                 if let Err(mpsc::SendError((Ok(conn), slot))) = tx.send((made, slot)) {
@@ -584,7 +601,7 @@ impl LocalPool {
 
 pub struct LocalConn<'a> {
     pool: &'a LocalPool,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
 }
 
 impl Drop for LocalConn<'_> {

@@ -9,13 +9,10 @@
 //! skipping a read-only server; a server that accepts TCP but never speaks;
 //! and no `user=` at all (the OS user name, not a role of the cluster).
 //!
-//! The clusters: scripts/pgtmp.sh cannot be used, because it listens on a
-//! Unix socket only and runs psql on the fixed port 5432. So this file runs
-//! initdb and pg_ctl itself (newest /usr/lib/postgresql/*/bin, or `PG_BIN`;
-//! as the `postgres` user when run as root), with a pg_hba.conf of its own
-//! (see [`PG_HBA`]), listening on a Unix socket in a private directory and on
-//! 127.0.0.1 at a free port. It creates database `dss`, applies sql/ in name
-//! order and creates the roles `u_scram`, `u_md5` and `u_plain`. One writable
+//! The clusters (tests/common/server.rs) run with a pg_hba.conf of this
+//! file (see [`PG_HBA`]), listening on a Unix socket in a private directory
+//! and on 127.0.0.1 at a free port; this file creates the roles `u_scram`,
+//! `u_md5` and `u_plain`. One writable
 //! cluster is shared by the tests; `target_session_attrs` gets a second,
 //! read-only cluster (`default_transaction_read_only = on`) of its own.
 //! Every cluster is destroyed at process exit (libc::atexit), whatever the
@@ -24,19 +21,20 @@
 //! The tests assume the OS user is not `postgres` (the one role with trust
 //! over TCP): the test without `user=` expects a login failure.
 
+mod common;
+
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Once, OnceLock, PoisonError, mpsc};
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
+use common::server::{
+    Destroy, Pg, conninfo_quote, free_port, ok, open, open_err, run, sql_literal,
+};
 use dss::config::Settings;
 use dss::handle::Handle;
 use dss::lock;
-
-/// Longest a `Handle::open` may take before the test calls it hung.
-const OPEN_LIMIT: Duration = Duration::from_secs(30);
 
 const SCRAM_PASSWORD: &str = "p a'ss w";
 const MD5_PASSWORD: &str = "md5 p'w";
@@ -54,165 +52,15 @@ host all postgres 127.0.0.1/32 trust
 
 // ---------------------------------------------------------------- clusters
 
-/// A running test cluster.
-struct Pg {
-    dir: PathBuf,
-    port: u16,
+/// The test clusters of this file.
+trait Start {
+    fn start(prefix: &str) -> Pg;
 }
 
-/// Directories of the clusters started by this process, for [`destroy_all`].
-static STARTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-extern "C" fn destroy_all() {
-    let dirs = std::mem::take(&mut *STARTED.lock().unwrap_or_else(PoisonError::into_inner));
-    for dir in dirs {
-        destroy(&dir);
-    }
-}
-
-/// Stops the server in `dir` (if any) and removes `dir`.
-fn destroy(dir: &Path) {
-    if dir.join("data/postmaster.pid").exists() {
-        let _ = as_pg(&pg_bin().join("pg_ctl"))
-            .arg("-D")
-            .arg(dir.join("data"))
-            .args(["-m", "immediate", "-w", "-t", "60", "stop"])
-            .output();
-    }
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// The directory of initdb, pg_ctl and psql.
-fn pg_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("PG_BIN").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (/usr/lib/postgresql; apt-get install postgresql)")
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let version = e
-                .file_name()
-                .to_str()?
-                .split('.')
-                .map(|n| n.parse().ok())
-                .collect::<Option<Vec<u32>>>()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .expect("an initdb under /usr/lib/postgresql/*/bin")
-        .1
-}
-
-/// `program`, run as the `postgres` user when we are root (PostgreSQL
-/// refuses to run as root).
-fn as_pg(program: &Path) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-/// Runs `cmd`; fails the test with its output if it fails.
-fn run(what: &str, cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// A port on 127.0.0.1 that nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `'…'` for SQL.
-fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// `'…'` for a libpq-style conninfo.
-fn conninfo_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-impl Pg {
-    /// initdb, our pg_hba.conf, start, database `dss` with sql/ applied, and
-    /// the test roles.
+impl Start for Pg {
+    /// A cluster with our pg_hba.conf and the test roles.
     fn start(prefix: &str) -> Pg {
-        let dir = PathBuf::from(run(
-            "mktemp",
-            Command::new("mktemp")
-                .arg("-d")
-                .arg(format!("/tmp/{prefix}.XXXXXX")),
-        ));
-        static ATEXIT: Once = Once::new();
-        // SAFETY: registering a plain extern "C" fn.
-        ATEXIT.call_once(|| unsafe {
-            libc::atexit(destroy_all);
-        });
-        STARTED
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(dir.clone());
-        if is_root() {
-            run("chown", Command::new("chown").arg("postgres").arg(&dir));
-        }
-        run(
-            "initdb",
-            as_pg(&pg_bin().join("initdb"))
-                .arg("-D")
-                .arg(dir.join("data"))
-                .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8"])
-                .arg("--locale=C.UTF-8"),
-        );
-        // Rewritten in place: the file keeps its owner (postgres).
-        std::fs::write(dir.join("data/pg_hba.conf"), PG_HBA).unwrap();
-        let mut pg = Pg { dir, port: 0 };
-        pg.launch("");
-
-        pg.psql("postgres", "CREATE DATABASE dss");
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("sql"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .filter(|p| {
-                    let name = p.file_name().unwrap().to_str().unwrap();
-                    name.starts_with(|c: char| c.is_ascii_digit()) && name.ends_with(".sql")
-                })
-                .collect();
-        files.sort();
-        assert!(!files.is_empty(), "no sql/ migrations found");
-        for f in &files {
-            run(
-                &format!("psql -f {}", f.display()),
-                pg.psql_command("dss").arg("-f").arg(f),
-            );
-        }
-
+        let pg = Pg::init(prefix, PG_HBA, "");
         let roles = "u_scram, u_md5, u_plain";
         pg.psql(
             "dss",
@@ -222,17 +70,13 @@ impl Pg {
                  SET password_encryption = 'md5';
                  CREATE ROLE u_md5 LOGIN PASSWORD {};
                  SET password_encryption = 'scram-sha-256';
-                 CREATE ROLE u_plain LOGIN PASSWORD {};
-                 GRANT USAGE ON SCHEMA dss TO {roles};
-                 GRANT ALL ON ALL TABLES IN SCHEMA dss TO {roles};
-                 GRANT ALL ON ALL SEQUENCES IN SCHEMA dss TO {roles};
-                 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA dss TO {roles};
-                 GRANT EXECUTE ON FUNCTION public.dss_lock_is_held(text, bigint) TO {roles};",
+                 CREATE ROLE u_plain LOGIN PASSWORD {};",
                 sql_literal(SCRAM_PASSWORD),
                 sql_literal(MD5_PASSWORD),
                 sql_literal(PLAIN_PASSWORD),
             ),
         );
+        pg.grant_library_use(roles);
         // The verifiers really are of the kind each auth method needs.
         assert_eq!(
             pg.psql(
@@ -244,109 +88,6 @@ impl Pg {
             "u_md5 md5\nu_plain scram\nu_scram scram"
         );
         pg
-    }
-
-    /// Starts the server on a free port (another one if that port was
-    /// taken in the meantime), with extra `-c` settings.
-    fn launch(&mut self, extra: &str) {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let out = as_pg(&pg_bin().join("pg_ctl"))
-                .arg("-D")
-                .arg(self.dir.join("data"))
-                .arg("-l")
-                .arg(self.dir.join("server.log"))
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!(
-                    "-c listen_addresses=127.0.0.1 -c port={port} \
-                     -c unix_socket_directories='{}' -c max_connections=100 \
-                     -c fsync=off {extra}",
-                    self.dir.display()
-                ))
-                .arg("start")
-                .output()
-                .expect("run pg_ctl");
-            if out.status.success() {
-                self.port = port;
-                return;
-            }
-            last = format!(
-                "{}{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-            );
-        }
-        panic!("pg_ctl start failed five times:\n{last}");
-    }
-
-    fn stop(&self) {
-        run(
-            "pg_ctl stop",
-            as_pg(&pg_bin().join("pg_ctl"))
-                .arg("-D")
-                .arg(self.dir.join("data"))
-                .args(["-m", "fast", "-w", "-t", "60", "stop"]),
-        );
-    }
-
-    /// psql as the superuser on the Unix socket, stopping at the first error.
-    fn psql_command(&self, db: &str) -> Command {
-        let psql = pg_bin().join("psql");
-        let mut c = Command::new(if psql.exists() {
-            psql
-        } else {
-            PathBuf::from("psql")
-        });
-        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.dir)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", db]);
-        c
-    }
-
-    /// Runs `sql` (one or more statements) and returns the output.
-    fn psql(&self, db: &str, sql: &str) -> String {
-        run(
-            &format!("psql -c {sql:?}"),
-            self.psql_command(db).arg("-c").arg(sql),
-        )
-    }
-
-    /// A TCP conninfo for database `dss` on this cluster, plus `extra`.
-    fn tcp(&self, extra: &str) -> String {
-        format!("host=127.0.0.1 port={} dbname=dss {extra}", self.port)
-    }
-
-    /// Owner of lock `id` in this cluster's dss.locks ("" if none).
-    fn lock_owner(&self, id: &str) -> String {
-        self.psql(
-            "dss",
-            &format!("SELECT owner FROM dss.locks WHERE id = {}", sql_literal(id)),
-        )
-    }
-
-    /// The role of the session(s) with this application_name.
-    fn session_user(&self, app: &str) -> String {
-        self.psql(
-            "postgres",
-            &format!(
-                "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity \
-                 WHERE application_name = {}",
-                sql_literal(app)
-            ),
-        )
-    }
-}
-
-/// A cluster of one test, destroyed at its end (and at exit, if it fails).
-struct Destroy(PathBuf);
-
-impl Drop for Destroy {
-    fn drop(&mut self) {
-        destroy(&self.0);
     }
 }
 
@@ -368,36 +109,6 @@ fn uid(name: &str) -> String {
     )
 }
 
-/// `Handle::open` on `conninfo`, in a thread, so that a hang fails the test
-/// after [`OPEN_LIMIT`] instead of hanging it. The conninfo itself must be
-/// valid (Settings::new succeeds).
-fn open(conninfo: &str) -> dss::error::Result<Handle> {
-    let settings = match Settings::new(conninfo) {
-        Ok(s) => s,
-        // Not the conninfo: it may hold a password.
-        Err(e) => panic!("Settings::new: {} ({})", e.message, e.errno()),
-    };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(Handle::open(settings));
-    });
-    match rx.recv_timeout(OPEN_LIMIT) {
-        Ok(r) => r,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("Handle::open did not return within {OPEN_LIMIT:?}")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("Handle::open panicked"),
-    }
-}
-
-/// The errno and message of a `Handle::open` that must fail.
-fn open_err(conninfo: &str) -> (i32, String) {
-    match open(conninfo) {
-        Ok(_) => panic!("Handle::open succeeded; expected a failure"),
-        Err(e) => (e.errno(), e.message),
-    }
-}
-
 /// lock + unlock through the library, checked in `pg`'s dss.locks.
 fn lock_round_trip(h: &Handle, pg: &Pg) {
     let id = uid("connect");
@@ -406,12 +117,6 @@ fn lock_round_trip(h: &Handle, pg: &Pg) {
     assert_eq!(pg.lock_owner(&id), owner, "the lock is in dss.locks");
     ok("unlock", lock::unlock(h, &id, Some(&owner), "connect-test"));
     assert_eq!(pg.lock_owner(&id), "", "the unlock removed it");
-}
-
-/// The value of a library call that must succeed; a failure panics with
-/// its message and errno.
-fn ok<T>(what: &str, r: dss::error::Result<T>) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {} ({})", e.message, e.errno()))
 }
 
 /// Opens `conninfo` (with an application_name of its own) on the shared

@@ -182,6 +182,12 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// Parameters passed without allocating (the library's statements have at
+/// most 5).
+const INLINE: usize = 8;
+/// Binary format for every parameter.
+const BINARY: [c_int; INLINE] = [1; INLINE];
+
 /// How long after a reply a session is taken as alive without a check.
 const FRESH: Duration = Duration::from_millis(10);
 
@@ -493,7 +499,8 @@ impl Connection {
     }
 
     /// Encodes `params` in binary as `types` say and queues them with
-    /// `start(raw, n, values, lengths, formats)`.
+    /// `start(raw, n, values, lengths, formats)`. No allocation for up to
+    /// [`INLINE`] parameters (every statement of the library).
     fn send_params(
         &mut self,
         deadline: Option<Instant>,
@@ -507,47 +514,65 @@ impl Connection {
             *const c_int,
         ) -> c_int,
     ) -> Result<()> {
-        if params.len() != types.len() {
+        let n = params.len();
+        if n != types.len() {
             return Err(Error::Protocol(format!(
-                "{} parameters given, {} expected",
-                params.len(),
+                "{n} parameters given, {} expected",
                 types.len()
             )));
         }
+        let mut inline_values = [ptr::null::<c_char>(); INLINE];
+        let mut inline_lengths: [c_int; INLINE] = [0; INLINE];
+        let (mut many_values, mut many_lengths, many_formats);
+        let (values, lengths, formats): (&mut [*const c_char], &mut [c_int], &[c_int]) =
+            if n <= INLINE {
+                (
+                    &mut inline_values[..n],
+                    &mut inline_lengths[..n],
+                    &BINARY[..n],
+                )
+            } else {
+                many_values = vec![ptr::null(); n];
+                many_lengths = vec![0; n];
+                many_formats = vec![1; n];
+                (&mut many_values, &mut many_lengths, &many_formats)
+            };
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let mut spans = Vec::with_capacity(params.len());
+        // Offsets first (the buffer may move while it grows), then pointers.
         for (i, (p, ty)) in params.iter().zip(types).enumerate() {
             let at = buf.len();
             match p.to_sql_checked(ty, &mut buf) {
-                Ok(IsNull::Yes) => spans.push(None),
-                Ok(IsNull::No) => spans.push(Some((at, buf.len() - at))),
+                Ok(IsNull::Yes) => lengths[i] = -1,
+                Ok(IsNull::No) => {
+                    lengths[i] = c_int::try_from(buf.len() - at).unwrap_or(c_int::MAX);
+                    values[i] = ptr::without_provenance(at);
+                }
                 Err(e) => {
                     self.buf = buf;
                     return Err(Error::Protocol(format!("cannot encode parameter {i}: {e}")));
                 }
             }
         }
-        let mut values = Vec::with_capacity(spans.len());
-        let mut lengths = Vec::with_capacity(spans.len());
-        for span in &spans {
-            match *span {
-                // SAFETY: in bounds of `buf` (an empty value points at its
-                // end, never NULL, which would mean SQL NULL).
-                Some((at, len)) => {
-                    values.push(unsafe { buf.as_ptr().add(at) }.cast::<c_char>());
-                    lengths.push(c_int::try_from(len).unwrap_or(c_int::MAX));
-                }
-                None => {
-                    values.push(ptr::null());
-                    lengths.push(0);
-                }
+        for (value, length) in values.iter_mut().zip(lengths.iter_mut()) {
+            if *length < 0 {
+                // SQL NULL.
+                *value = ptr::null();
+                *length = 0;
+            } else {
+                // SAFETY: an offset within `buf` (an empty value points at
+                // its end, never NULL, which would mean SQL NULL).
+                *value = unsafe { buf.as_ptr().add(value.addr()) }.cast();
             }
         }
-        let formats = vec![1 as c_int; spans.len()];
-        let n = spans.len() as c_int;
         let sent = self.send(deadline, |raw| {
-            start(raw, n, values.as_ptr(), lengths.as_ptr(), formats.as_ptr())
+            start(
+                raw,
+                n as c_int,
+                values.as_ptr(),
+                lengths.as_ptr(),
+                formats.as_ptr(),
+            )
         });
         self.buf = buf;
         self.trim();

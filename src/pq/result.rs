@@ -191,16 +191,47 @@ impl PgResult {
         let res = Arc::new(self);
         (0..n)
             .map(|row| Row {
-                res: res.clone(),
+                res: Rows::Shared(res.clone()),
                 row,
             })
             .collect()
+    }
+
+    /// The row of a result of one row or none (no allocation); an error
+    /// for more.
+    pub fn into_row(self) -> Result<Option<Row>> {
+        match self.rows() {
+            0 => Ok(None),
+            1 => Ok(Some(Row {
+                res: Rows::Own(self),
+                row: 0,
+            })),
+            n => Err(Error::Protocol(format!(
+                "the statement returned {n} rows, at most 1 expected"
+            ))),
+        }
+    }
+}
+
+/// The result a row belongs to: its own, or shared with the other rows.
+enum Rows {
+    Own(PgResult),
+    Shared(Arc<PgResult>),
+}
+
+impl std::ops::Deref for Rows {
+    type Target = PgResult;
+    fn deref(&self) -> &PgResult {
+        match self {
+            Rows::Own(r) => r,
+            Rows::Shared(r) => r,
+        }
     }
 }
 
 /// One row of a result (binary format).
 pub struct Row {
-    res: Arc<PgResult>,
+    res: Rows,
     row: usize,
 }
 

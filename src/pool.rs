@@ -94,6 +94,9 @@ pub struct Conn {
     /// When the call using the session must be over.
     pub deadline: Instant,
     call_timeout: Duration,
+    /// For a connection made by r2d2's threads: released once it is closed
+    /// (declared last: dropped after `pg`).
+    ticket: Option<Ticket>,
 }
 
 impl Conn {
@@ -113,6 +116,7 @@ impl Conn {
             broken: false,
             deadline: Instant::now() + settings.call_timeout,
             call_timeout: settings.call_timeout,
+            ticket: None,
         })
     }
 
@@ -271,10 +275,64 @@ impl Health {
     }
 }
 
+/// Libpq work that may still run in a helper thread: connection attempts,
+/// and connections made by them until they are closed. Dropping a pool
+/// waits until there is none, so that once `dss_fini` returns no thread of
+/// the library uses libpq or OpenSSL: a process that exits then cannot
+/// crash in OpenSSL's exit handlers while a helper thread is in a TLS
+/// handshake (seen with dssctl: SIGSEGV at exit in 1 run of 4 over TLS).
+#[derive(Default)]
+struct InFlight {
+    n: Mutex<usize>,
+    none: Condvar,
+}
+
+/// One piece of [`InFlight`] work; ends when dropped.
+pub struct Ticket(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Ticket {
+        *self.n.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Ticket(self.clone())
+    }
+
+    /// Waits until no work is in flight, or `bound` passes (an attempt that
+    /// does not end: connect_timeout=0 and a frozen server).
+    fn wait_none(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let mut n = self.n.lock().unwrap_or_else(PoisonError::into_inner);
+        while *n > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            n = self
+                .none
+                .wait_timeout(n, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut n = self.0.n.lock().unwrap_or_else(PoisonError::into_inner);
+        *n -= 1;
+        if *n == 0 {
+            self.0.none.notify_all();
+        }
+    }
+}
+
+/// Longest a pool's drop waits for its helper threads' libpq work.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// r2d2's view of how to make and judge a [`Conn`].
 pub struct Manager {
     settings: Settings,
     health: Arc<Health>,
+    in_flight: Arc<InFlight>,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -285,8 +343,13 @@ impl r2d2::ManageConnection for Manager {
     /// In r2d2's threads, bounded by connect_timeout per host (callers wait
     /// no longer than their own deadline).
     fn connect(&self) -> Result<Box<Conn>> {
+        let ticket = self.in_flight.enter();
         self.health.connecting.fetch_add(1, Ordering::SeqCst);
-        let result = Conn::connect(&self.settings, None).map(Box::new);
+        let result = Conn::connect(&self.settings, None).map(|mut c| {
+            // Held until the connection is closed, wherever that happens.
+            c.ticket = Some(ticket);
+            Box::new(c)
+        });
         self.health.connecting.fetch_sub(1, Ordering::SeqCst);
         self.health.record(&result);
         result
@@ -316,9 +379,19 @@ impl r2d2::HandleError<Error> for QuietErrors {
 const CHECKOUT_SLICE: Duration = Duration::from_millis(50);
 
 pub struct R2d2Pool {
-    pool: r2d2::Pool<Manager>,
+    /// Dropped first, then the helper threads' work is waited for.
+    pool: std::mem::ManuallyDrop<r2d2::Pool<Manager>>,
     health: Arc<Health>,
+    in_flight: Arc<InFlight>,
     timeout: Duration,
+}
+
+impl Drop for R2d2Pool {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.pool) };
+        self.in_flight.wait_none(DRAIN_LIMIT);
+    }
 }
 
 impl R2d2Pool {
@@ -327,9 +400,11 @@ impl R2d2Pool {
     /// The wait ends with that first attempt (connect_timeout per host).
     pub fn open(settings: &Settings) -> Result<R2d2Pool> {
         let health = Arc::new(Health::default());
+        let in_flight = Arc::new(InFlight::default());
         let manager = Manager {
             settings: settings.clone(),
             health: health.clone(),
+            in_flight: in_flight.clone(),
         };
         // Helper threads of this handle only: a server that hangs one
         // handle's connection attempts must not starve another handle's.
@@ -337,9 +412,12 @@ impl R2d2Pool {
             .num_threads(2)
             .thread_name_pattern("dss-r2d2-{}")
             .build();
+        // No idle minimum: r2d2 would reconnect in the background after
+        // every checkout that empties it, also just before the process
+        // exits. Connections are made when a call needs one.
         let pool = r2d2::Pool::builder()
             .max_size(settings.pool_size)
-            .min_idle(Some(1))
+            .min_idle(Some(0))
             .test_on_check_out(false)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -348,8 +426,9 @@ impl R2d2Pool {
             .thread_pool(Arc::new(threads))
             .build_unchecked(manager);
         let pool = R2d2Pool {
-            pool,
+            pool: std::mem::ManuallyDrop::new(pool),
             health,
+            in_flight,
             timeout: settings.pool_timeout,
         };
         match pool.wait_until(None) {
@@ -447,6 +526,8 @@ struct Shared {
     settings: Settings,
     state: Mutex<LocalState>,
     freed: Condvar,
+    /// Connecting threads still running.
+    in_flight: Arc<InFlight>,
 }
 
 struct LocalState {
@@ -517,6 +598,7 @@ impl LocalPool {
                     waiting: 0,
                 }),
                 freed: Condvar::new(),
+                in_flight: Arc::default(),
             }),
         }
     }
@@ -560,9 +642,12 @@ impl LocalPool {
     fn connect(&self, slot: Slot, deadline: Instant) -> Result<LocalConn<'_>> {
         let (tx, rx) = mpsc::sync_channel(1);
         let shared = self.shared.clone();
+        let ticket = shared.in_flight.enter();
         let spawned = std::thread::Builder::new()
             .name("dss-connect".to_string())
             .spawn(move || {
+                // Ends after the connection is handed over or kept idle.
+                let _ticket = ticket;
                 let made = Conn::connect(&shared.settings, None).map(Box::new);
                 // Nobody waits any more: a connection made serves the next
                 // call; a failure gives its place back (the slot's drop).
@@ -596,6 +681,16 @@ impl LocalPool {
                 "the connecting thread ended without a connection",
             )),
         }
+    }
+}
+
+impl Drop for LocalPool {
+    /// Waits for connecting threads, then closes the idle connections here
+    /// (not in a thread that would still hold the pool).
+    fn drop(&mut self) {
+        self.shared.in_flight.wait_none(DRAIN_LIMIT);
+        let idle = std::mem::take(&mut self.shared.lock().idle);
+        drop(idle);
     }
 }
 

@@ -164,6 +164,57 @@ fn hung_open_fails(conninfo: &str, what: &str) {
         errno == -libc::ENOTCONN || errno == -libc::ECOMM,
         "{what}: errno {errno}: {message}"
     );
+    // connect_timeout=1 is 2 s in libpq (its minimum); some slack for a
+    // busy machine, far below the test's 30 s hang limit.
+    assert!(
+        t.elapsed() < Duration::from_millis(3500),
+        "{what}: took {:?}, connect_timeout is 2 s",
+        t.elapsed()
+    );
+}
+
+/// A TCP server on 127.0.0.1 that accepts every connection and never says
+/// a word (a frozen or wedged server, as seen from the client), until the
+/// value is dropped; then tells how many connections it accepted.
+struct Silent {
+    port: u16,
+    stop: Option<mpsc::Sender<()>>,
+    acceptor: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let acceptor = std::thread::spawn(move || {
+            listener.set_nonblocking(true).unwrap();
+            let mut held = Vec::new();
+            loop {
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        match stop_rx.recv_timeout(Duration::from_millis(10)) {
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            _ => return held.len(),
+                        }
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+        });
+        Silent {
+            port,
+            stop: Some(stop_tx),
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// Stops it; the number of connections it accepted.
+    fn accepted(mut self) -> usize {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.acceptor.take().unwrap().join().unwrap()
+    }
 }
 
 // ---------------------------------------------------------------- tests
@@ -381,36 +432,67 @@ fn server_that_never_accepts_fails_within_connect_timeout() {
 
 #[test]
 fn server_that_accepts_but_never_answers_fails_within_connect_timeout() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    // Accepts and keeps every connection open, silently, until the test
-    // ends (the listener and the streams live in this thread).
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let acceptor = std::thread::spawn(move || {
-        listener.set_nonblocking(true).unwrap();
-        let mut held = Vec::new();
-        loop {
-            match listener.accept() {
-                Ok((s, _)) => held.push(s),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    match stop_rx.recv_timeout(Duration::from_millis(10)) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return held.len(),
-                    }
-                }
-                Err(e) => panic!("accept: {e}"),
-            }
-        }
-    });
+    let silent = Silent::start();
     hung_open_fails(
-        &format!("host=127.0.0.1 port={port} dbname=dss user=u connect_timeout=1"),
+        &format!(
+            "host=127.0.0.1 port={} dbname=dss user=u connect_timeout=1",
+            silent.port
+        ),
         "accepted, never answered",
     );
-    stop_tx.send(()).unwrap();
-    let accepted = acceptor.join().unwrap();
     assert!(
-        accepted >= 1,
+        silent.accepted() >= 1,
         "the library did connect to the silent server"
+    );
+}
+
+/// As PQconnectdb does: a host that does not complete the connection
+/// within connect_timeout is given up for the next one (libpq 15 has no call
+/// for that in its non-blocking API; the library restarts the attempt with
+/// the hosts left).
+#[test]
+fn a_silent_host_is_given_up_for_the_next_after_connect_timeout() {
+    let pg = cluster();
+    let silent = Silent::start();
+    let t = Instant::now();
+    let h = ok(
+        "open past a silent host",
+        open(&format!(
+            "host=127.0.0.1,127.0.0.1 port={},{} dbname=dss user=postgres connect_timeout=2",
+            silent.port, pg.port
+        )),
+    );
+    let took = t.elapsed();
+    eprintln!("silent host, then the server: open took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "the silent host was tried for connect_timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(4500),
+        "the next host was tried right after: {took:?}"
+    );
+    lock_round_trip(&h, pg);
+    assert!(silent.accepted() >= 1, "the silent host was tried first");
+    // The whole list silent: a failure naming the timeout, after one
+    // connect_timeout per host.
+    let (a, b) = (Silent::start(), Silent::start());
+    let t = Instant::now();
+    let (errno, message) = open_err(&format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} dbname=dss user=postgres connect_timeout=2",
+        a.port, b.port
+    ));
+    let took = t.elapsed();
+    eprintln!("two silent hosts: {errno} after {took:?}: {message}");
+    assert_eq!(errno, -libc::ENOTCONN, "{message}");
+    assert!(message.contains("timeout expired"), "{message}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_millis(6500),
+        "one connect_timeout per host: {took:?}"
+    );
+    assert!(
+        a.accepted() >= 1 && b.accepted() >= 1,
+        "both hosts were tried"
     );
 }
 

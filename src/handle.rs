@@ -148,7 +148,7 @@ impl Handle {
         let primary = if r2d2_allowed() {
             Pool::R2d2(R2d2Pool::open(&settings)?)
         } else {
-            let first = Conn::connect(&settings, None)?;
+            let first = Conn::connect(&settings, None, None)?;
             Pool::Local(Box::new(LocalPool::new(&settings, Some(first))))
         };
         Ok(Handle {

@@ -104,8 +104,15 @@ impl Conn {
     /// applies the session settings and checks the schema version.
     /// Errors: `NotConnected` (cannot reach or log in), `TooManyUsers`,
     /// `Protocol` (schema missing or too old).
-    pub fn connect(settings: &Settings, deadline: Option<Instant>) -> Result<Conn> {
-        let mut pg = Connection::connect(&settings.connect, deadline).map_err(connect_error)?;
+    /// `stop`: set when the pool making it is dropped (the attempt is then
+    /// given up).
+    pub fn connect(
+        settings: &Settings,
+        deadline: Option<Instant>,
+        stop: Option<&AtomicBool>,
+    ) -> Result<Conn> {
+        let mut pg =
+            Connection::connect_unless(&settings.connect, deadline, stop).map_err(connect_error)?;
         let setup = deadline.unwrap_or_else(|| Instant::now() + settings.call_timeout);
         pg.batch_execute_until(&sql::session_settings_sql(), Some(setup))
             .map_err(connect_error)?;
@@ -285,15 +292,30 @@ impl Health {
 struct InFlight {
     n: Mutex<usize>,
     none: Condvar,
+    /// Set (under `n`) when the pool is dropped: no work starts after
+    /// that, and attempts running give up (r2d2 would otherwise retry a
+    /// failed attempt for as long as another one keeps its pool alive).
+    closing: AtomicBool,
 }
 
 /// One piece of [`InFlight`] work; ends when dropped.
 pub struct Ticket(Arc<InFlight>);
 
 impl InFlight {
-    fn enter(self: &Arc<Self>) -> Ticket {
-        *self.n.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        Ticket(self.clone())
+    /// A ticket, unless the pool is closing.
+    fn enter(self: &Arc<Self>) -> Option<Ticket> {
+        let mut n = self.n.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closing.load(Ordering::SeqCst) {
+            return None;
+        }
+        *n += 1;
+        Some(Ticket(self.clone()))
+    }
+
+    /// No work starts from now on, and attempts running stop.
+    fn close(&self) {
+        let _n = self.n.lock().unwrap_or_else(PoisonError::into_inner);
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// Waits until no work is in flight, or `bound` passes (an attempt that
@@ -343,9 +365,12 @@ impl r2d2::ManageConnection for Manager {
     /// In r2d2's threads, bounded by connect_timeout per host (callers wait
     /// no longer than their own deadline).
     fn connect(&self) -> Result<Box<Conn>> {
-        let ticket = self.in_flight.enter();
+        let Some(ticket) = self.in_flight.enter() else {
+            return Err(Error::new(Kind::NotConnected, "the pool is closed"));
+        };
         self.health.connecting.fetch_add(1, Ordering::SeqCst);
-        let result = Conn::connect(&self.settings, None).map(|mut c| {
+        let stop = Some(&self.in_flight.closing);
+        let result = Conn::connect(&self.settings, None, stop).map(|mut c| {
             // Held until the connection is closed, wherever that happens.
             c.ticket = Some(ticket);
             Box::new(c)
@@ -388,6 +413,7 @@ pub struct R2d2Pool {
 
 impl Drop for R2d2Pool {
     fn drop(&mut self) {
+        self.in_flight.close();
         // SAFETY: dropped once, here, and never used again.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.pool) };
         self.in_flight.wait_none(DRAIN_LIMIT);
@@ -642,13 +668,16 @@ impl LocalPool {
     fn connect(&self, slot: Slot, deadline: Instant) -> Result<LocalConn<'_>> {
         let (tx, rx) = mpsc::sync_channel(1);
         let shared = self.shared.clone();
-        let ticket = shared.in_flight.enter();
+        let Some(ticket) = shared.in_flight.enter() else {
+            return Err(Error::new(Kind::Communication, "the pool is closed"));
+        };
         let spawned = std::thread::Builder::new()
             .name("dss-connect".to_string())
             .spawn(move || {
                 // Ends after the connection is handed over or kept idle.
                 let _ticket = ticket;
-                let made = Conn::connect(&shared.settings, None).map(Box::new);
+                let stop = Some(&shared.in_flight.closing);
+                let made = Conn::connect(&shared.settings, None, stop).map(Box::new);
                 // Nobody waits any more: a connection made serves the next
                 // call; a failure gives its place back (the slot's drop).
                 if let Err(mpsc::SendError((Ok(conn), slot))) = tx.send((made, slot)) {
@@ -688,6 +717,7 @@ impl Drop for LocalPool {
     /// Waits for connecting threads, then closes the idle connections here
     /// (not in a thread that would still hold the pool).
     fn drop(&mut self) {
+        self.shared.in_flight.close();
         self.shared.in_flight.wait_none(DRAIN_LIMIT);
         let idle = std::mem::take(&mut self.shared.lock().idle);
         drop(idle);

@@ -36,7 +36,7 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io;
 use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -188,6 +188,9 @@ const INLINE: usize = 8;
 /// Binary format for every parameter.
 const BINARY: [c_int; INLINE] = [1; INLINE];
 
+/// How often a connection attempt that may be stopped looks at its flag.
+pub const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// How long after a reply a session is taken as alive without a check.
 const FRESH: Duration = Duration::from_millis(10);
 
@@ -225,6 +228,16 @@ impl Connection {
     /// `deadline` (None: only by `connect_timeout`, per host). The session
     /// speaks UTF-8 whatever the user's `client_encoding`.
     pub fn connect(params: &ConnectParams, deadline: Option<Instant>) -> Result<Connection> {
+        Self::connect_unless(params, deadline, None)
+    }
+
+    /// [`Connection::connect`], given up (within [`STOP_CHECK`]) once `stop`
+    /// is set: a pool being dropped stops its helper threads' attempts.
+    pub fn connect_unless(
+        params: &ConnectParams,
+        deadline: Option<Instant>,
+        stop: Option<&AtomicBool>,
+    ) -> Result<Connection> {
         let mut attempt = Attempt::start(params, &[])?;
         let hosts = Hosts::of(&attempt);
         let per_host = attempt.connect_timeout(params.default_connect_timeout)?;
@@ -235,7 +248,7 @@ impl Connection {
         let mut skipped = vec![false; hosts.len()];
         let mut given_up = String::new();
         loop {
-            let (host, port) = match attempt.drive(deadline, per_host, tcp_user_timeout) {
+            let (host, port) = match attempt.drive(deadline, per_host, tcp_user_timeout, stop) {
                 Ok(None) => return attempt.into_connection(),
                 Ok(Some(timed_out)) => timed_out,
                 Err(Error::Connect { message, code }) if !given_up.is_empty() => {
@@ -893,13 +906,15 @@ impl Attempt {
     }
 
     /// Drives the connection until it is made (Ok(None)), fails, the
-    /// caller's `deadline` passes (TimedOut), or the host being tried does
-    /// not get through within `per_host` (Ok(Some(host, port))).
+    /// caller's `deadline` passes (TimedOut), the host being tried does not
+    /// get through within `per_host` (Ok(Some(host, port))), or `stop` is
+    /// set.
     fn drive(
         &mut self,
         deadline: Option<Instant>,
         per_host: Option<Duration>,
         tcp_user_timeout: Option<Duration>,
+        stop: Option<&AtomicBool>,
     ) -> Result<Option<(String, String)>> {
         use ffi::PostgresPollingStatusType::*;
         // Just after PQconnectStart, as if PQconnectPoll said "writing".
@@ -933,18 +948,30 @@ impl Attempt {
                 } else {
                     libc::POLLOUT
                 };
-                let ready =
-                    poll_fd(fd, events, earliest(deadline, host_deadline)).map_err(|e| {
-                        Error::Connect {
-                            message: format!("poll: {e}"),
-                            code: None,
-                        }
-                    })?;
+                let mut until = earliest(deadline, host_deadline);
+                if stop.is_some() {
+                    until = earliest(until, Some(Instant::now() + STOP_CHECK));
+                }
+                let ready = poll_fd(fd, events, until).map_err(|e| Error::Connect {
+                    message: format!("poll: {e}"),
+                    code: None,
+                })?;
                 if ready.is_none() {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                        return Err(Error::Connect {
+                            message: "connection attempt given up: the pool is closed".to_string(),
+                            code: None,
+                        });
+                    }
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
                         return Err(Error::TimedOut { sent: false });
                     }
-                    return Ok(host.take());
+                    if host_deadline.is_some_and(|d| now >= d) {
+                        return Ok(host.take());
+                    }
+                    // Only a look at `stop`: the attempt goes on.
+                    continue;
                 }
             }
             // SAFETY: a live PGconn.

@@ -25,13 +25,13 @@ mod common;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use common::server::{
-    Destroy, Pg, conninfo_quote, free_port, ok, open, open_err, run, sql_literal,
+    Destroy, Pg, conninfo_quote, free_port, lock_round_trip, ok, open, open_err, run, sql_literal,
 };
+use common::uid;
 use dss::config::Settings;
 use dss::handle::Handle;
 use dss::lock;
@@ -98,26 +98,6 @@ fn cluster() -> &'static Pg {
 }
 
 // ---------------------------------------------------------------- helpers
-
-/// A name no other test uses.
-fn uid(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// lock + unlock through the library, checked in `pg`'s dss.locks.
-fn lock_round_trip(h: &Handle, pg: &Pg) {
-    let id = uid("connect");
-    let owner = uid("owner");
-    ok("lock", lock::lock(h, &id, &owner, 0));
-    assert_eq!(pg.lock_owner(&id), owner, "the lock is in dss.locks");
-    ok("unlock", lock::unlock(h, &id, Some(&owner), "connect-test"));
-    assert_eq!(pg.lock_owner(&id), "", "the unlock removed it");
-}
 
 /// Opens `conninfo` (with an application_name of its own) on the shared
 /// cluster, checks the pooled sessions really are `user`'s, and does a lock

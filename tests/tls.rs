@@ -49,14 +49,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use common::server::{
-    Pg, Tls, conninfo_quote, ok, open, open_err, pg_bin, private_dir, sql_literal,
+    Pg, Tls, conninfo_quote, lock_round_trip, ok, open, open_err, pg_bin, private_dir, sql_literal,
 };
-use dss::handle::Handle;
+use common::uid;
 use dss::lock;
 
 /// u_tls's password: a space, a quote and a `#` (conninfo quoting, and a
@@ -141,28 +140,8 @@ impl TlsPg {
 
 // ---------------------------------------------------------------- helpers
 
-/// A name no other test uses.
-fn uid(name: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn path_quote(p: &Path) -> String {
     conninfo_quote(p.to_str().expect("a UTF-8 path"))
-}
-
-/// lock, owner checked in dss.locks, unlock, through the library.
-fn lock_round_trip(h: &Handle, pg: &Pg) {
-    let id = uid("tls");
-    let owner = uid("owner");
-    ok("lock", lock::lock(h, &id, &owner, 0));
-    assert_eq!(pg.lock_owner(&id), owner, "the lock is in dss.locks");
-    ok("unlock", lock::unlock(h, &id, Some(&owner), "tls-test"));
-    assert_eq!(pg.lock_owner(&id), "", "the unlock removed it");
 }
 
 /// One server session, as pg_stat_activity and pg_stat_ssl show it.

@@ -370,6 +370,16 @@ pub fn open_err(conninfo: &str) -> (i32, String) {
     }
 }
 
+/// lock + unlock through the library, each checked in `pg`'s dss.locks.
+pub fn lock_round_trip(h: &Handle, pg: &Pg) {
+    let id = super::uid("round-trip");
+    let owner = super::uid("owner");
+    ok("lock", dss::lock::lock(h, &id, &owner, 0));
+    assert_eq!(pg.lock_owner(&id), owner, "the lock is in dss.locks");
+    ok("unlock", dss::lock::unlock(h, &id, Some(&owner), "test"));
+    assert_eq!(pg.lock_owner(&id), "", "the unlock removed it");
+}
+
 /// The value of a library call that must succeed; a failure panics with
 /// its message and errno.
 pub fn ok<T>(what: &str, r: dss::error::Result<T>) -> T {

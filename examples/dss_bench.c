@@ -156,6 +156,7 @@ static struct options {
     long soak_threads;
     long ttl_ms;
     double warmup;
+    bool shared_baseline;
     bool json;
     bool quiet;
 } opt = {
@@ -199,6 +200,9 @@ static void usage(FILE *f)
 "  --ttl-ms N             lease of dss_lock_wait and dss_lock_many, 0: none (default 0,\n"
 "                         as dss_lock)\n"
 "  --warmup SECONDS       untimed pair run of each side before the first workload (default 1)\n"
+"  --shared-baseline      the baseline threads share their connections (a mutex-protected\n"
+"                         stack, the least a pool behind one shared handle does) instead\n"
+"                         of one connection each\n"
 "  --json                 print one JSON document on stdout instead of tables\n"
 "  --quiet                no progress lines on stderr\n"
 "  --help                 this text\n"
@@ -885,12 +889,46 @@ static void fail_msg(const struct worker *w, const char *msg, const char *id)
     atomic_store(&g_stop, STOP_FAILED);
 }
 
+/* --shared-baseline: the baseline's connections on a stack that every
+ * baseline thread takes one from and gives it back to, under a mutex. */
+static pthread_mutex_t g_shared_mu = PTHREAD_MUTEX_INITIALIZER;
+static PGconn *g_shared[MAX_THREADS];
+static int g_nshared = -1;
+
+/* The connection a baseline call of `w` uses. */
+static PGconn *base_take(struct worker *w)
+{
+    if (!opt.shared_baseline)
+        return g_base[w->slot];
+    pthread_mutex_lock(&g_shared_mu);
+    if (g_nshared < 0) {
+        g_nshared = 0;
+        for (int i = 0; i < MAX_THREADS; i++)
+            if (g_base[i])
+                g_shared[g_nshared++] = g_base[i];
+    }
+    PGconn *c = g_shared[--g_nshared];
+    pthread_mutex_unlock(&g_shared_mu);
+    return c;
+}
+
+static void base_give(PGconn *c)
+{
+    if (!opt.shared_baseline)
+        return;
+    pthread_mutex_lock(&g_shared_mu);
+    g_shared[g_nshared++] = c;
+    pthread_mutex_unlock(&g_shared_mu);
+}
+
 static inline int op_lock(struct worker *w, const char *id)
 {
     if (w->rd->side == LIB)
         return dss_lock(&g_h, id, w->owner);
     uint64_t token = 0;
-    int rc = base_lock(g_base[w->slot], id, w->owner, &token);
+    PGconn *c = base_take(w);
+    int rc = base_lock(c, id, w->owner, &token);
+    base_give(c);
     w->sink += (long)token;
     return rc;
 }
@@ -899,14 +937,20 @@ static inline int op_unlock(struct worker *w, const char *id)
 {
     if (w->rd->side == LIB)
         return dss_unlock(&g_h, id, w->owner);
-    return base_seen(g_base[w->slot], "unlock", id, w->owner);
+    PGconn *c = base_take(w);
+    int rc = base_seen(c, "unlock", id, w->owner);
+    base_give(c);
+    return rc;
 }
 
 static inline int op_refresh(struct worker *w, const char *id)
 {
     if (w->rd->side == LIB)
         return dss_lock_refresh(&g_h, id, w->owner);
-    return base_seen(g_base[w->slot], "refresh", id, w->owner);
+    PGconn *c = base_take(w);
+    int rc = base_seen(c, "refresh", id, w->owner);
+    base_give(c);
+    return rc;
 }
 
 /* Status with both outputs; the owner must be ours. */
@@ -922,7 +966,9 @@ static inline int op_status(struct worker *w, const char *id, bool *owner_ok)
             free(owner);
         }
     } else {
-        rc = base_status(g_base[w->slot], id, w->owner, owner_ok, &tv);
+        PGconn *c = base_take(w);
+        rc = base_status(c, id, w->owner, owner_ok, &tv);
+        base_give(c);
     }
     if (rc == 0)
         w->sink += (long)tv.tv_usec;
@@ -935,7 +981,9 @@ static inline int op_kv_set(struct worker *w, const char *key, const char *value
     if (w->rd->side == LIB)
         return dss_kv_set(&g_h, KV_BUCKET, key, value, KV_VALUE_LEN);
     uint64_t version = 0;
-    int rc = base_kv_set(g_base[w->slot], KV_BUCKET, key, value, KV_VALUE_LEN, &version);
+    PGconn *c = base_take(w);
+    int rc = base_kv_set(c, KV_BUCKET, key, value, KV_VALUE_LEN, &version);
+    base_give(c);
     w->sink += (long)version;
     return rc;
 }
@@ -951,7 +999,9 @@ static inline int op_kv_get(struct worker *w, const char *key, size_t *len)
         return rc;
     }
     uint64_t version = 0;
-    int rc = base_kv_get(g_base[w->slot], KV_BUCKET, key, len, &version);
+    PGconn *c = base_take(w);
+    int rc = base_kv_get(c, KV_BUCKET, key, len, &version);
+    base_give(c);
     w->sink += (long)version;
     return rc;
 }
@@ -1976,7 +2026,7 @@ static void parse_options(int argc, char **argv)
 {
     enum { O_CONNINFO = 256, O_THREADS, O_DURATION, O_ROUNDS, O_WORKLOAD, O_CONTENDERS, O_HOLD,
            O_BATCH, O_FILL, O_SOAK_MIN, O_SOAK_WIN, O_SOAK_THREADS, O_TTL, O_WARMUP, O_JSON,
-           O_QUIET };
+           O_QUIET, O_SHARED };
     static const struct option longopts[] = {
         { "conninfo", required_argument, NULL, O_CONNINFO },
         { "threads", required_argument, NULL, O_THREADS },
@@ -1994,6 +2044,7 @@ static void parse_options(int argc, char **argv)
         { "warmup", required_argument, NULL, O_WARMUP },
         { "json", no_argument, NULL, O_JSON },
         { "quiet", no_argument, NULL, O_QUIET },
+        { "shared-baseline", no_argument, NULL, O_SHARED },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -2058,6 +2109,7 @@ static void parse_options(int argc, char **argv)
                 bad_option("--warmup", optarg);
             break;
         case O_JSON: opt.json = true; break;
+        case O_SHARED: opt.shared_baseline = true; break;
         case O_QUIET: opt.quiet = true; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -2139,8 +2191,9 @@ static void print_header(void)
         for (int i = 0; i < opt.nfill; i++)
             printf("%s%ld", i ? "," : "", opt.fill[i]);
         printf("],\"soak_minutes\":%g,\"soak_window_s\":%g,\"soak_threads\":%ld,\"ttl_ms\":%ld,"
-               "\"warmup_s\":%g,\"pool_size\":",
-               opt.soak_minutes, opt.soak_window, opt.soak_threads, opt.ttl_ms, opt.warmup);
+               "\"warmup_s\":%g,\"shared_baseline\":%s,\"pool_size\":",
+               opt.soak_minutes, opt.soak_window, opt.soak_threads, opt.ttl_ms, opt.warmup,
+               opt.shared_baseline ? "true" : "false");
         json_str(pool ? pool : "");
         printf(",\"workloads\":[");
         for (int i = 0, n = 0; i < W_N; i++)

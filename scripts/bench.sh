@@ -23,6 +23,8 @@
 #   BENCH_BATCH_SIZES  ids per batch (1000,10000)
 #   BENCH_SCALE_FILL   other locks held during scale (0,100000,1000000)
 #   BENCH_WARMUP       untimed warm-up per side, seconds (1)
+#   BENCH_SHARED_BASELINE=1  the baseline threads share their connections
+#                      (dss_bench --shared-baseline), as a pool behind one handle does
 #   SOAK_MINUTES       soak length (5); SOAK_WINDOW seconds per window (30);
 #   SOAK_THREADS       soak threads (8)
 #   BENCH_PG_OPTS      extra server settings, e.g. "-c synchronous_commit=off"
@@ -45,7 +47,7 @@ case $out in /*) ;; *) out=$PWD/$out ;; esac
 # The command line, as run: knobs set in the environment, then the script.
 command_line=""
 for v in BENCH_DURATION BENCH_ROUNDS BENCH_THREADS BENCH_WORKLOADS BENCH_CONTENDERS \
-         BENCH_HOLD_US BENCH_BATCH_SIZES BENCH_SCALE_FILL BENCH_WARMUP SOAK_MINUTES \
+         BENCH_HOLD_US BENCH_BATCH_SIZES BENCH_SCALE_FILL BENCH_WARMUP BENCH_SHARED_BASELINE SOAK_MINUTES \
          SOAK_WINDOW SOAK_THREADS BENCH_PG_OPTS BENCH_STAGE BENCH_JSON BENCH_STRICT; do
     eval "val=\${$v:-}"
     [ -z "$val" ] || command_line="$command_line$v='$val' "
@@ -100,6 +102,7 @@ set -- --conninfo "$conninfo" --json \
     --scale-fill "${BENCH_SCALE_FILL:-0,100000,1000000}" \
     --soak-minutes "${SOAK_MINUTES:-5}" --soak-window "${SOAK_WINDOW:-30}" \
     --soak-threads "${SOAK_THREADS:-8}" --warmup "${BENCH_WARMUP:-1}"
+[ -z "${BENCH_SHARED_BASELINE:-}" ] || set -- "$@" --shared-baseline
 bench_line="dss_bench $*"
 echo "bench: $bench_line"
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -203,7 +206,11 @@ w(f"| Rounds | {st['rounds']} per side of {st['duration_s']:g} s, library and ba
 w("")
 w("**Library**: libdss, one `dss_handle` shared by all threads (as a daemon uses it). "
   "**Baseline**: the same SQL statements (`BENCH_SQL_*` in `dss_bench.c`, identical to the "
-  "library's), sent through libpq by the same program: one connection per thread, each "
+  "library's), sent through libpq by the same program: "
+  + ("the threads share the baseline's connections (taken from and given back to a "
+     "mutex-protected stack around each call, the least a pool behind one shared handle "
+     "does), " if st.get("shared_baseline") else "one connection per thread, ")
+  + "each "
   "statement prepared once per connection, binary parameters and results, read the way the "
   "library reads them. Latencies are per call (µs, p50 / p99 / max); throughput ratio = "
   "library ops/s ÷ baseline ops/s over all rounds; *same-round* = median over rounds of that "

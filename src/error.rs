@@ -190,22 +190,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// An error's message followed by the messages of its causes, e.g.
-/// "error connecting to server: No such file or directory (os error 2)".
-pub fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 /// True when the statement surely did not run because the session was
 /// gone, so that it is safe to run it again on another connection:
 /// * the server said so (SQLSTATE 08xxx, 57Pxx: admin shutdown, crash,

@@ -12,7 +12,7 @@
 //!   session sends Terminate (and a TLS close_notify) on a socket the parent
 //!   still uses. Inherited pools are leaked on purpose (a few hundred bytes
 //!   per fork generation); a connection dropped in a process that did not
-//!   open it is first detached from its socket (`pq.rs`), as a safety net.
+//!   open it is first detached from its socket (`pq/mod.rs`), as a safety net.
 
 use std::mem::ManuallyDrop;
 use std::ptr;

@@ -19,12 +19,34 @@
  *             the way the library reads them (the returned rows/columns,
  *             judged by the same rules).
  *
- * Rounds alternate between library and baseline, the side going first
- * changing every round (ABBA...), and the program prints,
+ * and, for pair, refresh, status and batch, peers (--peers): other ways of
+ * keeping a lock in PostgreSQL, through libpq on the baseline's connections
+ * (one per thread, the same session settings BENCH_SESSION), each call's
+ * result checked like the library's return codes:
+ *
+ *   minimal   the least a durable lock can cost: a phobos-shaped table
+ *             dss_bench.minimal_lock (id, owner, ts), prepared INSERT /
+ *             DELETE (pair), UPDATE ts (refresh), SELECT owner, ts (status),
+ *             binary results; in batch, "bare": one INSERT ... unnest($1) of
+ *             the N ids;
+ *   phobos    phobos's own SQL (pair): text statements built with the
+ *             values escaped by PQescapeStringConn, sent with PQexec, the
+ *             unlock being phobos's check-then-delete DO block, on
+ *             dss_bench.phobos_lock;
+ *   advisory  pg_try_advisory_lock / pg_advisory_unlock of a 64-bit hash
+ *             of the id (pair), prepared: not durable, for scale.
+ *
+ * The schema dss_bench is created at start (its tables fresh) and dropped at
+ * the end, also when interrupted with SIGINT or SIGTERM.
+ *
+ * Rounds alternate between the sides, the order rotating every round (the
+ * side going first changes every round: ABBA... with two sides; with k
+ * sides each goes first once every k rounds), and the program prints,
  * per workload: operations per second, per-call latency p50/p99/max (µs),
  * the process's CPU time per operation, the library/baseline throughput and
- * p99 ratios, and the process's peak RSS (getrusage ru_maxrss). Latencies
- * go to per-thread log-linear histograms allocated before the clock starts.
+ * p99 ratios, the library/peer throughput ratios, and the process's peak
+ * RSS (getrusage ru_maxrss). Latencies go to per-thread log-linear
+ * histograms allocated before the clock starts.
  * scripts/bench.sh runs everything against a private PostgreSQL and turns
  * the --json output into BENCHMARKS.md.
  *
@@ -99,6 +121,44 @@
 #define ADMIN_SQL_KV_COUNT "SELECT count(*) FROM dss.kv WHERE bucket = $1 AND key >= $2 AND key < $3"
 #define ADMIN_SQL_KV_DELETE "DELETE FROM dss.kv WHERE bucket = $1 AND key >= $2 AND key < $3"
 
+/* The peers' tables and statements (not the library's: see --peers). The
+ * schema is the benchmark's own: created at start, dropped at the end. */
+#define PEER_SQL_SCHEMA "CREATE SCHEMA IF NOT EXISTS dss_bench"
+#define PEER_SQL_DROP_TABLES "DROP TABLE IF EXISTS dss_bench.minimal_lock, dss_bench.phobos_lock"
+#define PEER_SQL_DROP_SCHEMA "DROP SCHEMA IF EXISTS dss_bench CASCADE"
+#define PEER_SQL_MINIMAL_TABLE \
+    "CREATE TABLE dss_bench.minimal_lock (id text PRIMARY KEY, owner text, ts timestamptz DEFAULT now())"
+#define PEER_SQL_PHOBOS_TABLE \
+    "CREATE TABLE dss_bench.phobos_lock (id varchar(2048) PRIMARY KEY, owner varchar(256) NOT NULL, " \
+    "\"timestamp\" timestamp DEFAULT now())"
+/* minimal: prepared, (id text, owner text) / (id text), binary results. */
+#define PEER_SQL_MINIMAL_LOCK "INSERT INTO dss_bench.minimal_lock (id, owner) VALUES ($1, $2)"
+#define PEER_SQL_MINIMAL_UNLOCK "DELETE FROM dss_bench.minimal_lock WHERE id = $1 AND owner = $2"
+#define PEER_SQL_MINIMAL_REFRESH "UPDATE dss_bench.minimal_lock SET ts = now() WHERE id = $1 AND owner = $2"
+#define PEER_SQL_MINIMAL_STATUS "SELECT owner, ts FROM dss_bench.minimal_lock WHERE id = $1"
+/* bare (batch): the N ids in one statement ($1 text[], $2 owner); the
+ * delete runs untimed. */
+#define PEER_SQL_BARE_INSERT "INSERT INTO dss_bench.minimal_lock (id, owner) SELECT unnest($1::text[]), $2"
+#define PEER_SQL_BARE_DELETE "DELETE FROM dss_bench.minimal_lock WHERE id = ANY ($1) AND owner = $2"
+/* phobos: text SQL through PQexec, the values escaped with
+ * PQescapeStringConn; the unlock is the DO block phobos ships (the values
+ * sit inside its dollar quotes: the ids and owners of this program never
+ * contain a '$', which escaping would not protect). */
+#define PHOBOS_SQL_LOCK "INSERT INTO dss_bench.phobos_lock (id, owner) VALUES ('%s', '%s');"
+#define PHOBOS_SQL_UNLOCK \
+    "DO $$ DECLARE o text; BEGIN SELECT owner INTO o FROM dss_bench.phobos_lock WHERE id = '%s'; " \
+    "IF NOT FOUND THEN RAISE USING errcode = 'PHLK1'; END IF; IF o <> '%s' THEN RAISE USING " \
+    "errcode = 'PHLK2'; END IF; DELETE FROM dss_bench.phobos_lock WHERE id = '%s' AND owner = '%s'; " \
+    "END $$;"
+/* advisory: $1 int8, the 64-bit FNV-1a hash of the id. */
+#define PEER_SQL_ADVISORY_LOCK "SELECT pg_try_advisory_lock($1)"
+#define PEER_SQL_ADVISORY_UNLOCK "SELECT pg_advisory_unlock($1)"
+/* Housekeeping of the peers (admin connection, never timed). */
+#define ADMIN_SQL_PEER_ROWS \
+    "SELECT (SELECT count(*) FROM dss_bench.minimal_lock) + (SELECT count(*) FROM dss_bench.phobos_lock)"
+#define ADMIN_SQL_ADVISORY_HELD \
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = ANY ($1::int[])"
+
 /* Parameter types, as the library declares them (prepare_typed). */
 #define BYTEAOID     ((Oid)17)
 #define INT8OID      ((Oid)20)
@@ -135,8 +195,42 @@ static inline bool is_kv(enum wl wl)
     return wl == W_KV_SET || wl == W_KV_GET;
 }
 
-enum side { LIB, BASE };
-static const char *const side_name[2] = { "library", "baseline" };
+/* The sides: the library, the baseline, then the peers (--peers). */
+enum side { LIB, BASE, MINIMAL, PHOBOS, ADVISORY, SIDE_N };
+static const char *const side_name[SIDE_N] = { "library", "baseline", "minimal", "phobos",
+                                               "advisory" };
+static const char side_letter[SIDE_N] = { 'L', 'B', 'M', 'P', 'A' };   /* in lock ids */
+
+/* --peers: a bit per peer side, and one for bare (batch, on minimal's table). */
+#define PEER_BIT(s) (1u << (s))
+#define PEER_BARE   (1u << SIDE_N)
+#define PEERS_DEFAULT (PEER_BIT(MINIMAL) | PEER_BARE | PEER_BIT(PHOBOS) | PEER_BIT(ADVISORY))
+static unsigned g_peers = PEERS_DEFAULT;
+static bool g_peer_tables;      /* dss_bench's tables exist (created by this run) */
+
+static inline bool peer_on(enum side s)
+{
+    return (g_peers & PEER_BIT(s)) != 0;
+}
+
+/* The sides of a workload, in the order of the first round; returns how many. */
+static int sides_of(enum wl wl, enum side *out)
+{
+    int n = 0;
+    out[n++] = LIB;
+    out[n++] = BASE;
+    if (wl == W_PAIR || wl == W_WARMUP) {
+        if (peer_on(MINIMAL))
+            out[n++] = MINIMAL;
+        if (peer_on(PHOBOS))
+            out[n++] = PHOBOS;
+        if (peer_on(ADVISORY))
+            out[n++] = ADVISORY;
+    } else if ((wl == W_REFRESH || wl == W_STATUS) && peer_on(MINIMAL)) {
+        out[n++] = MINIMAL;
+    }
+    return n;
+}
 
 static struct options {
     const char *conninfo;
@@ -170,9 +264,10 @@ static void usage(FILE *f)
 "usage: dss_bench [OPTION]...\n"
 "Measures libdss (one dss_handle shared by all threads) against a baseline that\n"
 "sends the library's own SQL statements through libpq (one connection per\n"
-"thread, each statement prepared once, binary results). Library and baseline\n"
-"rounds alternate (ABBA...: the side going first changes every round) on the\n"
-"same database.\n"
+"thread, each statement prepared once, binary results), and against peers:\n"
+"other ways of keeping locks in PostgreSQL (--peers). The sides' rounds\n"
+"alternate on the same database, the order rotating every round (ABBA... with\n"
+"two sides: the side going first changes every round).\n"
 "\n"
 "  --conninfo STR         libpq conninfo or URI (default: $PHOBOS_DSS_connect_string)\n"
 "  --workload LIST        workloads to run, comma list, repeatable (default: all):\n"
@@ -200,9 +295,20 @@ static void usage(FILE *f)
 "  --ttl-ms N             lease of dss_lock_wait and dss_lock_many, 0: none (default 0,\n"
 "                         as dss_lock)\n"
 "  --warmup SECONDS       untimed pair run of each side before the first workload (default 1)\n"
+"  --peers LIST           peers measured with the library, comma list, or none (default\n"
+"                         minimal,phobos,advisory), each through libpq, one connection per\n"
+"                         thread (the baseline's), the library's session settings:\n"
+"      minimal            table dss_bench.minimal_lock (id, owner, ts), prepared INSERT +\n"
+"                         DELETE (pair), UPDATE ts (refresh), SELECT owner, ts (status);\n"
+"                         in batch, bare: one INSERT ... SELECT unnest($1::text[]) of the\n"
+"                         N ids (bare alone: --peers bare)\n"
+"      phobos             phobos's SQL (pair): text INSERT, then its check-then-delete DO\n"
+"                         block, values escaped with PQescapeStringConn, through PQexec\n"
+"      advisory           pg_try_advisory_lock + pg_advisory_unlock of a 64-bit hash of\n"
+"                         the id (pair), prepared\n"
 "  --shared-baseline      the baseline threads share their connections (a mutex-protected\n"
 "                         stack, the least a pool behind one shared handle does) instead\n"
-"                         of one connection each\n"
+"                         of one connection each (the peers keep one per thread)\n"
 "  --json                 print one JSON document on stdout instead of tables\n"
 "  --quiet                no progress lines on stderr\n"
 "  --help                 this text\n"
@@ -211,8 +317,10 @@ static void usage(FILE *f)
 "Lock ids start with \"bench:<pid>:\", and so do the keys kv-set and kv-get write\n"
 "in bucket \"bench\"; a run removes its rows from dss.locks (the scale filler\n"
 "included) and dss.kv, also when interrupted with SIGINT or SIGTERM (not when\n"
-"the server went away). Lock events stay in dss.lock_history (append-only); remove\n"
-"them with: DELETE FROM dss.lock_history WHERE id LIKE 'bench:%';\n"
+"the server went away). The peers' schema dss_bench is created at start (its\n"
+"tables fresh) and dropped at the end, also when interrupted. Lock events stay in\n"
+"dss.lock_history (append-only); remove them with:\n"
+"DELETE FROM dss.lock_history WHERE id LIKE 'bench:%';\n"
 "Exit status: 0 done; 1 a call returned an unexpected code (details on stderr),\n"
 "a check failed or the run was interrupted; 2 usage or setup error.\n", f);
 }
@@ -422,13 +530,40 @@ static const struct {
     { "kv_get", BENCH_SQL_KV_GET, 2, { TEXTOID, TEXTOID } },
 };
 
+/* The peers' prepared statements, on the same connections; `need` is the
+ * --peers bit that needs them. */
+static const struct {
+    const char *name, *sql;
+    int nparams;
+    Oid types[2];
+    unsigned need;
+} peer_stmt[] = {
+    { "m_lock", PEER_SQL_MINIMAL_LOCK, 2, { TEXTOID, TEXTOID }, PEER_BIT(MINIMAL) },
+    { "m_unlock", PEER_SQL_MINIMAL_UNLOCK, 2, { TEXTOID, TEXTOID }, PEER_BIT(MINIMAL) },
+    { "m_refresh", PEER_SQL_MINIMAL_REFRESH, 2, { TEXTOID, TEXTOID }, PEER_BIT(MINIMAL) },
+    { "m_status", PEER_SQL_MINIMAL_STATUS, 1, { TEXTOID }, PEER_BIT(MINIMAL) },
+    { "bare_insert", PEER_SQL_BARE_INSERT, 2, { TEXTARRAYOID, TEXTOID }, PEER_BARE },
+    { "bare_delete", PEER_SQL_BARE_DELETE, 2, { TEXTARRAYOID, TEXTOID }, PEER_BARE },
+    { "a_lock", PEER_SQL_ADVISORY_LOCK, 1, { INT8OID }, PEER_BIT(ADVISORY) },
+    { "a_unlock", PEER_SQL_ADVISORY_UNLOCK, 1, { INT8OID }, PEER_BIT(ADVISORY) },
+};
+
+static void drop_peer_tables(void);
+
+/* A setup error once running: the peers' schema goes, then exit status 2. */
+static void die_setup(void)
+{
+    drop_peer_tables();
+    exit(2);
+}
+
 static PGconn *connect_or_die(const char *what)
 {
     PGconn *c = PQconnectdb(opt.conninfo);
     if (PQstatus(c) != CONNECTION_OK) {
         fprintf(stderr, "dss_bench: %s: cannot connect: %s", what, PQerrorMessage(c));
         PQfinish(c);
-        exit(2);
+        die_setup();
     }
     return c;
 }
@@ -444,7 +579,7 @@ static void ensure_base(int n)
         if (PQresultStatus(set) != PGRES_COMMAND_OK) {
             fprintf(stderr, "dss_bench: baseline: %s: %s", BENCH_SESSION,
                     PQresultErrorMessage(set));
-            exit(2);
+            die_setup();
         }
         PQclear(set);
         for (size_t s = 0; s < sizeof base_stmt / sizeof base_stmt[0]; s++) {
@@ -453,12 +588,36 @@ static void ensure_base(int n)
             if (PQresultStatus(r) != PGRES_COMMAND_OK) {
                 fprintf(stderr, "dss_bench: baseline: cannot prepare %s: %s",
                         base_stmt[s].name, PQresultErrorMessage(r));
-                exit(2);
+                die_setup();
+            }
+            PQclear(r);
+        }
+        for (size_t s = 0; s < sizeof peer_stmt / sizeof peer_stmt[0]; s++) {
+            if (!(g_peers & peer_stmt[s].need))
+                continue;
+            PGresult *r = PQprepare(c, peer_stmt[s].name, peer_stmt[s].sql,
+                                    peer_stmt[s].nparams, peer_stmt[s].types);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                fprintf(stderr, "dss_bench: peers: cannot prepare %s: %s",
+                        peer_stmt[s].name, PQresultErrorMessage(r));
+                die_setup();
             }
             PQclear(r);
         }
         g_base[i] = c;
     }
+}
+
+/* The admin connection's notices ("table ... does not exist, skipping",
+ * "drop cascades to ...") are expected: only warnings reach stderr. */
+static void admin_notice(void *arg, const PGresult *r)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (strcmp(sev, "NOTICE") == 0 || strcmp(sev, "INFO") == 0
+                || strcmp(sev, "DEBUG") == 0 || strcmp(sev, "LOG") == 0))
+        return;
+    fprintf(stderr, "dss_bench: admin: %s", PQresultErrorMessage(r));
 }
 
 /* Runs an admin statement with text parameters; NULL (message printed) on
@@ -516,6 +675,57 @@ static long long admin_kv_delete(void)
     const char *p[3] = { KV_BUCKET, g_prefix, g_prefix_end };
     PGresult *r = admin(ADMIN_SQL_KV_DELETE, 3, p);
     long long n = r ? atoll(PQcmdTuples(r)) : -1;
+    PQclear(r);
+    return n;
+}
+
+/* The peers' schema: created at start (tables fresh), dropped at the end. */
+static bool create_peer_tables(void)
+{
+    if (!admin_cmd(PEER_SQL_SCHEMA) || !admin_cmd(PEER_SQL_DROP_TABLES))
+        return false;
+    g_peer_tables = true;   /* from here on, the end drops the schema */
+    return admin_cmd(PEER_SQL_MINIMAL_TABLE) && admin_cmd(PEER_SQL_PHOBOS_TABLE);
+}
+
+static void drop_peer_tables(void)
+{
+    if (!g_admin || !g_peer_tables)
+        return;
+    if (admin_cmd(PEER_SQL_DROP_SCHEMA)) {
+        g_peer_tables = false;
+        progress("dropped schema dss_bench");
+    }
+}
+
+/* Rows in the peers' tables (0 when there are none), or -1. */
+static long long admin_peer_rows(void)
+{
+    if (!g_peer_tables)
+        return 0;
+    PGresult *r = admin(ADMIN_SQL_PEER_ROWS, 0, NULL);
+    long long n = r ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+/* Advisory locks held by the baseline's (and peers') sessions, or -1. */
+static long long admin_advisory_held(void)
+{
+    if (!peer_on(ADVISORY))
+        return 0;
+    char pids[MAX_THREADS * 12 + 3];
+    int len = snprintf(pids, sizeof pids, "{");
+    for (int i = 0; i < MAX_THREADS; i++)
+        if (g_base[i])
+            len += snprintf(pids + len, sizeof pids - (size_t)len, "%s%d", len > 1 ? "," : "",
+                            PQbackendPID(g_base[i]));
+    if (len == 1)
+        return 0;
+    snprintf(pids + len, sizeof pids - (size_t)len, "}");
+    const char *p[1] = { pids };
+    PGresult *r = admin(ADMIN_SQL_ADVISORY_HELD, 1, p);
+    long long n = r ? atoll(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     return n;
 }
@@ -728,17 +938,18 @@ static int base_unlock_many(PGconn *c, char **ids, long n, const char *owner, ch
 
 /* STATUS: no row is -ENOLCK; else owner (text) and ts (binary timestamptz:
  * µs since 2000-01-01 UTC). *owner_ok tells whether the owner is `owner`. */
-static int base_status(PGconn *c, const char *id, const char *owner, bool *owner_ok,
-                       struct timeval *tv)
+static int base_status(PGconn *c, const char *stmt, const char *id, const char *owner,
+                       bool *owner_ok, struct timeval *tv)
 {
     const char *p[1] = { id };
     int len[1] = { (int)strlen(id) };
-    PGresult *r = PQexecPrepared(c, "status", 1, p, len, bin, 1);
+    PGresult *r = PQexecPrepared(c, stmt, 1, p, len, bin, 1);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 2 || PQntuples(r) > 1) {
-        rc = base_error(c, r, "status");
+        rc = base_error(c, r, stmt);
     } else if (PQntuples(r) == 0) {
         rc = -ENOLCK;
+        snprintf(tl_base_error, sizeof tl_base_error, "%s: no row", stmt);
     } else if (PQgetisnull(r, 0, 0) || PQgetisnull(r, 0, 1) || PQgetlength(r, 0, 1) != 8) {
         rc = base_error(c, r, "status (unexpected row)");
     } else {
@@ -800,6 +1011,133 @@ static int base_kv_get(PGconn *c, const char *bucket, const char *key, size_t *v
         *vlen = (size_t)PQgetlength(r, 0, 0);
         *version = be64(PQgetvalue(r, 0, 1));
     }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- the peers' calls ---------------------------------------------------- */
+
+/* A statement that must change `want` rows: 0; a unique violation -EEXIST
+ * (the row is there), no row -ENOLCK, anything else -ECOMM or -EPROTO;
+ * tl_base_error says what happened. */
+static int rows_changed(PGconn *c, PGresult *r, const char *what, long want)
+{
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        base_error(c, r, what);
+        return state && strcmp(state, "23505") == 0 ? -EEXIST : -ECOMM;
+    }
+    long n = strtol(PQcmdTuples(r), NULL, 10);
+    if (n == want)
+        return 0;
+    snprintf(tl_base_error, sizeof tl_base_error, "%s: %ld rows affected, expected %ld", what, n,
+             want);
+    return n == 0 ? -ENOLCK : -EPROTO;
+}
+
+/* minimal: m_lock (INSERT), m_unlock (DELETE), m_refresh (UPDATE): one row. */
+static int minimal_change(PGconn *c, const char *stmt, const char *id, const char *owner)
+{
+    const char *p[2] = { id, owner };
+    int len[2] = { (int)strlen(id), (int)strlen(owner) };
+    PGresult *r = PQexecPrepared(c, stmt, 2, p, len, bin, 1);
+    int rc = rows_changed(c, r, stmt, 1);
+    PQclear(r);
+    return rc;
+}
+
+/* phobos: the statement built as phobos builds it, the values escaped. */
+#define PHOBOS_VALUE_MAX 128   /* ids (struct worker, batch) and owners are shorter */
+
+static bool phobos_escape(PGconn *c, char *out, const char *value)
+{
+    size_t len = strlen(value);
+    int err = 0;
+    if (len >= PHOBOS_VALUE_MAX) {
+        snprintf(tl_base_error, sizeof tl_base_error, "phobos: value too long (%zu bytes)", len);
+        return false;
+    }
+    PQescapeStringConn(c, out, value, len, &err);
+    if (err) {
+        base_error(c, NULL, "PQescapeStringConn");
+        return false;
+    }
+    return true;
+}
+
+static int phobos_lock(PGconn *c, const char *id, const char *owner)
+{
+    char eid[2 * PHOBOS_VALUE_MAX + 1], eowner[2 * PHOBOS_VALUE_MAX + 1];
+    char sql[sizeof PHOBOS_SQL_LOCK + 2 * sizeof eid];
+    if (!phobos_escape(c, eid, id) || !phobos_escape(c, eowner, owner))
+        return -EINVAL;
+    snprintf(sql, sizeof sql, PHOBOS_SQL_LOCK, eid, eowner);
+    PGresult *r = PQexec(c, sql);
+    int rc = rows_changed(c, r, "phobos lock (INSERT)", 1);
+    PQclear(r);
+    return rc;
+}
+
+/* The DO block: errcode PHLK1 (no such lock) -ENOLCK, PHLK2 (another
+ * owner's) -EACCES. */
+static int phobos_unlock(PGconn *c, const char *id, const char *owner)
+{
+    char eid[2 * PHOBOS_VALUE_MAX + 1], eowner[2 * PHOBOS_VALUE_MAX + 1];
+    char sql[sizeof PHOBOS_SQL_UNLOCK + 4 * sizeof eid];
+    if (!phobos_escape(c, eid, id) || !phobos_escape(c, eowner, owner))
+        return -EINVAL;
+    snprintf(sql, sizeof sql, PHOBOS_SQL_UNLOCK, eid, eowner, eid, eowner);
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        base_error(c, r, "phobos unlock (DO block)");
+        rc = !state ? -ECOMM : strcmp(state, "PHLK1") == 0 ? -ENOLCK
+             : strcmp(state, "PHLK2") == 0 ? -EACCES : -ECOMM;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* advisory: the key of an id, 64-bit FNV-1a. */
+static inline uint64_t fnv1a64(const char *s)
+{
+    uint64_t h = UINT64_C(14695981039346656037);
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+/* a_lock / a_unlock: one boolean, true: 0, false: `if_false`. */
+static int advisory_call(PGconn *c, const char *stmt, const char *id, int if_false)
+{
+    char key[8];
+    put_be64(key, fnv1a64(id));
+    const char *p[1] = { key };
+    int len[1] = { 8 };
+    PGresult *r = PQexecPrepared(c, stmt, 1, p, len, bin, 1);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) != 1
+        || PQgetisnull(r, 0, 0) || PQgetlength(r, 0, 0) != 1)
+        rc = base_error(c, r, stmt);
+    else if (PQgetvalue(r, 0, 0)[0] == 0) {
+        snprintf(tl_base_error, sizeof tl_base_error, "%s: returned false", stmt);
+        rc = if_false;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* bare (batch): bare_insert (timed) / bare_delete (untimed) of the n ids. */
+static int bare_call(PGconn *c, const char *stmt, char **ids, long n, const char *owner,
+                     char *arraybuf)
+{
+    const char *p[2] = { arraybuf, owner };
+    int len[2] = { text_array_fill(arraybuf, ids, n), (int)strlen(owner) };
+    PGresult *r = PQexecPrepared(c, stmt, 2, p, len, bin, 1);
+    int rc = rows_changed(c, r, stmt, n);
     PQclear(r);
     return rc;
 }
@@ -873,11 +1211,17 @@ static double cpu_per_op_us(const struct acc *a)
     return a->ops ? (double)a->cpu_ns / (double)a->ops / 1000 : 0;
 }
 
+/* A side as the messages call it: in batch, minimal's table is bare's. */
+static const char *side_label(const struct round *rd)
+{
+    return rd->wl == W_BATCH && rd->side == MINIMAL ? "bare" : side_name[rd->side];
+}
+
 static void fail(const struct worker *w, const char *call, const char *id, int rc)
 {
     const char *detail = w->rd->side == LIB ? dss_last_error() : tl_base_error;
     fprintf(stderr, "dss_bench: %s, %s, thread %d: %s(\"%s\") returned %d (%s): %s\n",
-            wl_name[w->rd->wl], side_name[w->rd->side], w->slot, call, id, rc,
+            wl_name[w->rd->wl], side_label(w->rd), w->slot, call, id, rc,
             errno_name(rc), detail);
     atomic_store(&g_stop, STOP_FAILED);
 }
@@ -885,7 +1229,7 @@ static void fail(const struct worker *w, const char *call, const char *id, int r
 static void fail_msg(const struct worker *w, const char *msg, const char *id)
 {
     fprintf(stderr, "dss_bench: %s, %s, thread %d: %s (\"%s\")\n",
-            wl_name[w->rd->wl], side_name[w->rd->side], w->slot, msg, id);
+            wl_name[w->rd->wl], side_label(w->rd), w->slot, msg, id);
     atomic_store(&g_stop, STOP_FAILED);
 }
 
@@ -921,10 +1265,38 @@ static void base_give(PGconn *c)
     pthread_mutex_unlock(&g_shared_mu);
 }
 
+/* The calls of pair, refresh, status (and batch's single calls) on every
+ * side; the peers use their thread's connection (never shared). */
+enum op { OP_LOCK, OP_UNLOCK, OP_REFRESH, OP_STATUS, OP_N };
+
+/* What a failed call is called in the messages, per side. */
+static const char *const op_call[SIDE_N][OP_N] = {
+    [LIB] = { "dss_lock", "dss_unlock", "dss_lock_refresh", "dss_lock_status" },
+    [BASE] = { "dss_lock", "dss_unlock", "dss_lock_refresh", "dss_lock_status" },
+    [MINIMAL] = { "minimal INSERT", "minimal DELETE", "minimal UPDATE", "minimal SELECT" },
+    [PHOBOS] = { "phobos INSERT", "phobos DO block", "-", "-" },
+    [ADVISORY] = { "pg_try_advisory_lock", "pg_advisory_unlock", "-", "-" },
+};
+
+static inline const char *call_name(const struct worker *w, enum op op)
+{
+    return op_call[w->rd->side][op];
+}
+
 static inline int op_lock(struct worker *w, const char *id)
 {
-    if (w->rd->side == LIB)
+    switch (w->rd->side) {
+    case LIB:
         return dss_lock(&g_h, id, w->owner);
+    case MINIMAL:
+        return minimal_change(g_base[w->slot], "m_lock", id, w->owner);
+    case PHOBOS:
+        return phobos_lock(g_base[w->slot], id, w->owner);
+    case ADVISORY:
+        return advisory_call(g_base[w->slot], "a_lock", id, -EEXIST);
+    default:
+        break;
+    }
     uint64_t token = 0;
     PGconn *c = base_take(w);
     int rc = base_lock(c, id, w->owner, &token);
@@ -935,8 +1307,18 @@ static inline int op_lock(struct worker *w, const char *id)
 
 static inline int op_unlock(struct worker *w, const char *id)
 {
-    if (w->rd->side == LIB)
+    switch (w->rd->side) {
+    case LIB:
         return dss_unlock(&g_h, id, w->owner);
+    case MINIMAL:
+        return minimal_change(g_base[w->slot], "m_unlock", id, w->owner);
+    case PHOBOS:
+        return phobos_unlock(g_base[w->slot], id, w->owner);
+    case ADVISORY:
+        return advisory_call(g_base[w->slot], "a_unlock", id, -ENOLCK);
+    default:
+        break;
+    }
     PGconn *c = base_take(w);
     int rc = base_seen(c, "unlock", id, w->owner);
     base_give(c);
@@ -945,8 +1327,14 @@ static inline int op_unlock(struct worker *w, const char *id)
 
 static inline int op_refresh(struct worker *w, const char *id)
 {
-    if (w->rd->side == LIB)
+    switch (w->rd->side) {
+    case LIB:
         return dss_lock_refresh(&g_h, id, w->owner);
+    case MINIMAL:
+        return minimal_change(g_base[w->slot], "m_refresh", id, w->owner);
+    default:
+        break;
+    }
     PGconn *c = base_take(w);
     int rc = base_seen(c, "refresh", id, w->owner);
     base_give(c);
@@ -965,9 +1353,11 @@ static inline int op_status(struct worker *w, const char *id, bool *owner_ok)
             *owner_ok = owner && strcmp(owner, w->owner) == 0;
             free(owner);
         }
+    } else if (w->rd->side == MINIMAL) {
+        rc = base_status(g_base[w->slot], "m_status", id, w->owner, owner_ok, &tv);
     } else {
         PGconn *c = base_take(w);
-        rc = base_status(c, id, w->owner, owner_ok, &tv);
+        rc = base_status(c, "status", id, w->owner, owner_ok, &tv);
         base_give(c);
     }
     if (rc == 0)
@@ -1026,13 +1416,13 @@ static void *pair_thread(void *arg)
         int rc = op_lock(w, w->id);
         int64_t t1 = now_ns();
         if (rc != 0) {
-            fail(w, "dss_lock", w->id, rc);
+            fail(w, call_name(w, OP_LOCK), w->id, rc);
             break;
         }
         rc = op_unlock(w, w->id);
         int64_t t2 = now_ns();
         if (rc != 0) {
-            fail(w, "dss_unlock", w->id, rc);
+            fail(w, call_name(w, OP_UNLOCK), w->id, rc);
             break;
         }
         if (t2 > rd->deadline)
@@ -1054,7 +1444,7 @@ static void *held_thread(void *arg)
     int rc = op_lock(w, w->id);
     bool held = rc == 0;
     if (!held)
-        fail(w, "dss_lock", w->id, rc);
+        fail(w, call_name(w, OP_LOCK), w->id, rc);
     wait_start(rd);
     while (held && !stopped()) {
         bool owner_ok = true;
@@ -1065,11 +1455,12 @@ static void *held_thread(void *arg)
             rc = op_status(w, w->id, &owner_ok);
         int64_t t1 = now_ns();
         if (rc != 0) {
-            fail(w, rd->wl == W_REFRESH ? "dss_lock_refresh" : "dss_lock_status", w->id, rc);
+            fail(w, call_name(w, rd->wl == W_REFRESH ? OP_REFRESH : OP_STATUS), w->id, rc);
             break;
         }
         if (!owner_ok) {
-            fail_msg(w, "dss_lock_status returned another owner", w->id);
+            fail_msg(w, w->rd->side == MINIMAL ? "minimal SELECT returned another owner"
+                                               : "dss_lock_status returned another owner", w->id);
             break;
         }
         if (t1 > rd->deadline)
@@ -1078,7 +1469,7 @@ static void *held_thread(void *arg)
         w->ops++;
     }
     if (held && (rc = op_unlock(w, w->id)) != 0)
-        fail(w, "dss_unlock", w->id, rc);
+        fail(w, call_name(w, OP_UNLOCK), w->id, rc);
     return NULL;
 }
 
@@ -1248,10 +1639,10 @@ static void run_round(enum wl wl, enum side side, int nthreads, int round, doubl
     atomic_init(&rd.holders, 0);
     atomic_init(&rd.last_holder, -1);
     atomic_init(&rd.violations, 0);
-    snprintf(rd.tag, sizeof rd.tag, "%c%d%c", wl_tag[wl], round, side == LIB ? 'L' : 'B');
+    snprintf(rd.tag, sizeof rd.tag, "%c%d%c", wl_tag[wl], round, side_letter[side]);
     snprintf(rd.shared_id, sizeof rd.shared_id, "%s%s", g_prefix, rd.tag);
-    if (side == BASE)
-        ensure_base(nthreads);
+    if (side != LIB)
+        ensure_base(nthreads);   /* the peers use the baseline's connections too */
 
     void *(*fn)(void *) = pair_thread;
     if (wl == W_REFRESH || wl == W_STATUS)
@@ -1276,7 +1667,7 @@ static void run_round(enum wl wl, enum side side, int nthreads, int round, doubl
         int err = pthread_create(&w[i].tid, NULL, fn, &w[i]);
         if (err) {
             fprintf(stderr, "dss_bench: pthread_create: %s\n", strerror(err));
-            exit(2);   /* the barriers cannot be released any more */
+            die_setup();   /* the barriers cannot be released any more */
         }
     }
     pthread_barrier_wait(&rd.ready);
@@ -1364,10 +1755,11 @@ static void json_result_begin(const char *workload)
     json_str(workload);
 }
 
-static void json_side(const char *key, const struct acc *a)
+/* `"key":{...}`, after `sep` (a comma, or nothing first in an object). */
+static void json_side_sep(const char *sep, const char *key, const struct acc *a)
 {
-    printf(",\"%s\":{\"ops\":%" PRIu64 ",\"seconds\":%.3f,\"ops_per_s\":%.1f,\"round_ops_per_s\":[",
-           key, a->ops, (double)a->ns / 1e9, acc_rate(a));
+    printf("%s\"%s\":{\"ops\":%" PRIu64 ",\"seconds\":%.3f,\"ops_per_s\":%.1f,\"round_ops_per_s\":[",
+           sep, key, a->ops, (double)a->ns / 1e9, acc_rate(a));
     for (int i = 0; i < a->nrounds; i++)
         printf("%s%.1f", i ? "," : "", a->rate[i]);
     printf("],\"calls\":%" PRIu64 ",\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"mean_us\":%.1f,"
@@ -1383,6 +1775,38 @@ static void json_side(const char *key, const struct acc *a)
                a->handoffs, a->ns ? (double)a->handoffs * 1e9 / (double)a->ns : 0,
                h_pct_us(a->wait, 0.5), h_pct_us(a->wait, 0.99), max_wait,
                (double)a->open_wait_ns / 1000, a->starved, a->violations);
+    }
+    putchar('}');
+}
+
+static void json_side(const char *key, const struct acc *a)
+{
+    json_side_sep(",", key, a);
+}
+
+/* The peers of a result: `"peers":{"minimal":{...},...}`, then their
+ * library/peer ratios (throughput over all rounds, median of same-round
+ * throughput ratios, p99). */
+static void json_peers(const struct acc *acc, const enum side *sides, int nsides)
+{
+    const struct acc *lib = &acc[LIB];
+    printf(",\"peers\":{");
+    for (int i = 0, n = 0; i < nsides; i++)
+        if (sides[i] >= MINIMAL)
+            json_side_sep(n++ ? "," : "", side_name[sides[i]], &acc[sides[i]]);
+    static const char *const what[3] = { "peer_ratio", "peer_paired_ratio_median",
+                                         "peer_p99_ratio" };
+    for (int k = 0; k < 3; k++) {
+        printf("},\"%s\":{", what[k]);
+        for (int i = 0, n = 0; i < nsides; i++) {
+            const struct acc *p = &acc[sides[i]];
+            if (sides[i] < MINIMAL)
+                continue;
+            double v = k == 0 ? ratio(acc_rate(lib), acc_rate(p))
+                       : k == 1 ? paired_ratio(lib, p)
+                       : ratio(h_pct_us(lib->lat, 0.99), h_pct_us(p->lat, 0.99));
+            printf("%s\"%s\":%.4f", n++ ? "," : "", side_name[sides[i]], v);
+        }
     }
     putchar('}');
 }
@@ -1423,10 +1847,13 @@ static const char *what_of(enum wl wl)
     }
 }
 
-/* Library/baseline comparison of one workload at one thread count. */
+/* Library/baseline (and library/peer) comparison of one workload at one
+ * thread count; acc[] is indexed by side, sides[] lists those that ran. */
 static void emit_compare(enum wl wl, int nthreads, long fill, double vs_empty_lib,
-                         double vs_empty_base, const struct acc *lib, const struct acc *base)
+                         double vs_empty_base, const struct acc *acc, const enum side *sides,
+                         int nsides)
 {
+    const struct acc *lib = &acc[LIB], *base = &acc[BASE];
     double tr = ratio(acc_rate(lib), acc_rate(base));
     double pr = ratio(h_pct_us(lib->lat, 0.99), h_pct_us(base->lat, 0.99));
     long rss = maxrss_kib();
@@ -1447,6 +1874,7 @@ static void emit_compare(enum wl wl, int nthreads, long fill, double vs_empty_li
         if (vs_empty_lib > 0)
             printf(",\"library_vs_empty\":%.4f,\"baseline_vs_empty\":%.4f", vs_empty_lib,
                    vs_empty_base);
+        json_peers(acc, sides, nsides);
         printf(",\"maxrss_kib\":%ld}", rss);
         fflush(stdout);
         return;
@@ -1461,13 +1889,21 @@ static void emit_compare(enum wl wl, int nthreads, long fill, double vs_empty_li
     snprintf(rate_hdr, sizeof rate_hdr, "%s/s", unit_of(wl));
     printf("  %-9s %14s %9s %9s %10s %9s   %s/s per round\n", "", rate_hdr, "p50 µs", "p99 µs",
            "max µs", "CPU µs/op", unit_of(wl));
-    text_side("library", lib);
-    text_side("baseline", base);
+    for (int i = 0; i < nsides; i++)
+        text_side(side_name[sides[i]], &acc[sides[i]]);
     printf("  library/baseline: throughput %.3f (median of same-round ratios %.3f), p99 %.3f", tr,
            paired_ratio(lib, base), pr);
     if (vs_empty_lib > 0)
         printf("; vs no other locks: library %.3f, baseline %.3f", vs_empty_lib, vs_empty_base);
     printf("; peak RSS %ld KiB\n", rss);
+    for (int i = 0; i < nsides; i++) {
+        const struct acc *p = &acc[sides[i]];
+        if (sides[i] < MINIMAL)
+            continue;
+        printf("  library/%s: throughput %.3f (median of same-round ratios %.3f), p99 %.3f\n",
+               side_name[sides[i]], ratio(acc_rate(lib), acc_rate(p)), paired_ratio(lib, p),
+               ratio(h_pct_us(lib->lat, 0.99), h_pct_us(p->lat, 0.99)));
+    }
     if (wl == W_CONTENDED || wl == W_CONTENDED_WAIT) {
         const struct acc *s[2] = { lib, base };
         for (int i = 0; i < 2; i++) {
@@ -1502,6 +1938,18 @@ static void check_no_leftovers(const char *after)
                 after, n, KV_BUCKET);
         atomic_store(&g_stop, STOP_FAILED);
     }
+    n = admin_peer_rows();
+    if (n != 0) {
+        fprintf(stderr, "dss_bench: after %s: %lld rows left in dss_bench.minimal_lock and "
+                "dss_bench.phobos_lock\n", after, n);
+        atomic_store(&g_stop, STOP_FAILED);
+    }
+    n = admin_advisory_held();
+    if (n != 0) {
+        fprintf(stderr, "dss_bench: after %s: %lld advisory locks still held by the peers' "
+                "sessions\n", after, n);
+        atomic_store(&g_stop, STOP_FAILED);
+    }
 }
 
 /* kv-set, kv-get: remove the keys the workload wrote. */
@@ -1526,42 +1974,49 @@ static bool check_violations(enum wl wl, const struct acc *a, enum side side)
 
 /* ---- the workloads ------------------------------------------------------ */
 
-/* Library and baseline rounds, alternating in ABBA order (the side that
- * goes first changes every round, so a drift of the machine, e.g. an
- * autovacuum or a checkpoint winding down, weighs on both sides alike);
- * returns the throughputs. */
+/* Rounds of the library, the baseline and the workload's peers, the order
+ * rotating every round (with two sides ABBA...: the side that goes first
+ * changes every round; with k sides each goes first once every k rounds),
+ * so a drift of the machine, e.g. an autovacuum or a checkpoint winding
+ * down, weighs on every side alike; returns the library's and the
+ * baseline's throughputs. */
 static void compare(enum wl wl, int nthreads, long fill, double *lib_rate, double *base_rate,
                     double lib_empty, double base_empty)
 {
-    struct acc lib, base;
-    acc_init(&lib);
-    acc_init(&base);
+    struct acc acc[SIDE_N];
+    enum side sides[SIDE_N];
+    int nsides = sides_of(wl, sides);
+    for (int i = 0; i < SIDE_N; i++)
+        acc_init(&acc[i]);
     for (int r = 0; r < opt.rounds && !stopped(); r++) {
-        enum side first = r % 2 ? BASE : LIB, second = r % 2 ? LIB : BASE;
-        run_round(wl, first, nthreads, r, opt.duration, first == LIB ? &lib : &base, NULL);
+        /* The order rotates: round r starts with side r mod nsides. */
+        for (int k = 0; k < nsides && !stopped(); k++) {
+            enum side s = sides[(r + k) % nsides];
+            run_round(wl, s, nthreads, r, opt.duration, &acc[s], NULL);
+        }
         if (stopped())
             break;
-        run_round(wl, second, nthreads, r, opt.duration, second == LIB ? &lib : &base, NULL);
-        char extra[48] = "";
+        char extra[48] = "", rates[256] = "";
         if (wl == W_SCALE)
             snprintf(extra, sizeof extra, ", %ld other locks", fill);
-        progress("%s, %d thread%s%s: round %d/%ld: library %.0f, baseline %.0f %s/s",
-                 wl_name[wl], nthreads, nthreads == 1 ? "" : "s", extra, r + 1, opt.rounds,
-                 lib.rate[lib.nrounds - 1], base.rate[base.nrounds - 1], unit_of(wl));
-    }
-    if (!stopped()) {
-        check_violations(wl, &lib, LIB);
-        check_violations(wl, &base, BASE);
+        for (int i = 0, len = 0; i < nsides && len < (int)sizeof rates; i++)
+            len += snprintf(rates + len, sizeof rates - (size_t)len, "%s%s %.0f", i ? ", " : "",
+                            side_name[sides[i]], acc[sides[i]].rate[acc[sides[i]].nrounds - 1]);
+        progress("%s, %d thread%s%s: round %d/%ld: %s %s/s", wl_name[wl], nthreads,
+                 nthreads == 1 ? "" : "s", extra, r + 1, opt.rounds, rates, unit_of(wl));
     }
     if (!stopped())
-        emit_compare(wl, nthreads, fill, ratio(acc_rate(&lib), lib_empty),
-                     ratio(acc_rate(&base), base_empty), &lib, &base);
+        for (int i = 0; i < nsides; i++)
+            check_violations(wl, &acc[sides[i]], sides[i]);
+    if (!stopped())
+        emit_compare(wl, nthreads, fill, ratio(acc_rate(&acc[LIB]), lib_empty),
+                     ratio(acc_rate(&acc[BASE]), base_empty), acc, sides, nsides);
     if (lib_rate)
-        *lib_rate = acc_rate(&lib);
+        *lib_rate = acc_rate(&acc[LIB]);
     if (base_rate)
-        *base_rate = acc_rate(&base);
-    acc_free(&lib);
-    acc_free(&base);
+        *base_rate = acc_rate(&acc[BASE]);
+    for (int i = 0; i < SIDE_N; i++)
+        acc_free(&acc[i]);
     if (is_kv(wl))
         remove_kv(wl_name[wl]);
     if (wl != W_SCALE)   /* scale's filler is still there: checked once removed */
@@ -1664,7 +2119,7 @@ static bool batch_singles(struct worker *w, char **ids, long n, int64_t *lock_ns
     for (long i = 0; i < n; i++) {
         int rc = op_lock(w, ids[i]);
         if (rc != 0) {
-            fail(w, "dss_lock", ids[i], rc);
+            fail(w, call_name(w, OP_LOCK), ids[i], rc);
             return false;
         }
     }
@@ -1672,7 +2127,7 @@ static bool batch_singles(struct worker *w, char **ids, long n, int64_t *lock_ns
     for (long i = 0; i < n; i++) {
         int rc = op_unlock(w, ids[i]);
         if (rc != 0) {
-            fail(w, "dss_unlock", ids[i], rc);
+            fail(w, call_name(w, OP_UNLOCK), ids[i], rc);
             return false;
         }
     }
@@ -1690,8 +2145,11 @@ struct batch_times {
 static void fail_batch(struct worker *w, const char *call, char **ids, long n, long where, int rc)
 {
     char what[160];
-    snprintf(what, sizeof what, "%ld ids, at index %ld: %s", n, where,
-             where >= 0 && where < n ? ids[where] : "?");
+    if (where < 0)
+        snprintf(what, sizeof what, "%ld ids", n);
+    else
+        snprintf(what, sizeof what, "%ld ids, at index %ld: %s", n, where,
+                 where < n ? ids[where] : "?");
     fail(w, call, what, rc);
 }
 
@@ -1728,6 +2186,27 @@ static bool batch_side(struct worker *w, char **ids, long n, char *arraybuf, str
     t->many_lock = t1 - t0;
     t->many_unlock = t2 - t1;
     return batch_singles(w, ids, n, &t->single_lock, &t->single_unlock);
+}
+
+/* bare (peer of batch): one INSERT ... unnest of the n ids into
+ * dss_bench.minimal_lock, timed as dss_lock_many is; the DELETE of the rows
+ * is untimed (both must touch n rows). */
+static bool bare_side(struct worker *w, char **ids, long n, char *arraybuf, int64_t *ns)
+{
+    int64_t t0 = now_ns();
+    int rc = bare_call(g_base[0], "bare_insert", ids, n, w->owner, arraybuf);
+    int64_t t1 = now_ns();
+    if (rc != 0) {
+        fail_batch(w, "bare INSERT ... unnest", ids, n, -1, rc);
+        return false;
+    }
+    rc = bare_call(g_base[0], "bare_delete", ids, n, w->owner, arraybuf);
+    if (rc != 0) {
+        fail_batch(w, "bare DELETE (untimed)", ids, n, -1, rc);
+        return false;
+    }
+    *ns = t1 - t0;
+    return true;
 }
 
 /* Medians over rounds, in ms. */
@@ -1772,6 +2251,9 @@ static void wl_batch(void)
         }
         char *arraybuf = xcalloc(1, text_array_size(ids, n));
         struct batch_times lib_t[MAX_ROUNDS], base_t[MAX_ROUNDS];
+        int64_t bare_t[MAX_ROUNDS];
+        bool bare = (g_peers & PEER_BARE) != 0;
+        int nsides = bare ? 3 : 2;   /* library, baseline, bare: rotating */
         struct round rd;
         memset(&rd, 0, sizeof rd);
         rd.wl = W_BATCH;
@@ -1781,22 +2263,35 @@ static void wl_batch(void)
         snprintf(w.owner, sizeof w.owner, "bench:%ld:batch", (long)getpid());
         int r;
         for (r = 0; r < opt.rounds && !stopped(); r++) {
-            enum side first = r % 2 ? BASE : LIB, second = r % 2 ? LIB : BASE;   /* ABBA */
-            rd.side = first;
-            if (!batch_side(&w, ids, n, arraybuf, first == LIB ? &lib_t[r] : &base_t[r]))
+            bool ok = true;
+            for (int k = 0; k < nsides && ok; k++) {
+                int which = (r + k) % nsides;
+                if (which == 2) {
+                    rd.side = MINIMAL;
+                    ok = bare_side(&w, ids, n, arraybuf, &bare_t[r]);
+                } else {
+                    rd.side = which == 0 ? LIB : BASE;
+                    ok = batch_side(&w, ids, n, arraybuf, which == 0 ? &lib_t[r] : &base_t[r]);
+                }
+            }
+            if (!ok)
                 break;
-            rd.side = second;
-            if (!batch_side(&w, ids, n, arraybuf, second == LIB ? &lib_t[r] : &base_t[r]))
-                break;
-            progress("batch %ld: round %d/%ld: lock_many %.1f ms (baseline %.1f), %ld dss_lock "
+            char bare_ms[48] = "";
+            if (bare)
+                snprintf(bare_ms, sizeof bare_ms, ", bare INSERT %.1f", (double)bare_t[r] / 1e6);
+            progress("batch %ld: round %d/%ld: lock_many %.1f ms (baseline %.1f%s), %ld dss_lock "
                      "%.1f ms (baseline %.1f)", n, r + 1, opt.rounds,
-                     (double)lib_t[r].many_lock / 1e6, (double)base_t[r].many_lock / 1e6, n,
-                     (double)lib_t[r].single_lock / 1e6, (double)base_t[r].single_lock / 1e6);
+                     (double)lib_t[r].many_lock / 1e6, (double)base_t[r].many_lock / 1e6, bare_ms,
+                     n, (double)lib_t[r].single_lock / 1e6, (double)base_t[r].single_lock / 1e6);
         }
         if (!stopped()) {
             struct batch_medians lm = batch_medians(lib_t, r), bm = batch_medians(base_t, r);
             double per_call_us = lm.single_lock * 1000 / (double)n;
             double hundred_ms = per_call_us * 100 / 1000;
+            int64_t sorted[MAX_ROUNDS];
+            if (bare)
+                memcpy(sorted, bare_t, sizeof sorted[0] * (size_t)r);
+            double bare_ms = bare ? median_ms(sorted, r) : 0;
             if (opt.json) {
                 json_result_begin("batch");
                 printf(",\"ids\":%ld,\"rounds\":%d", n, r);
@@ -1804,12 +2299,24 @@ static void wl_batch(void)
                 json_batch_side("baseline", &bm, n);
                 printf(",\"hundred_single_locks_ms\":%.3f,\"lock_many_over_hundred_singles\":%.4f,"
                        "\"lock_many_over_singles\":%.4f,\"lock_many_ratio\":%.4f,"
-                       "\"unlock_many_ratio\":%.4f,\"singles_ratio\":%.4f,\"maxrss_kib\":%ld}",
+                       "\"unlock_many_ratio\":%.4f,\"singles_ratio\":%.4f",
                        hundred_ms, ratio(lm.many_lock, hundred_ms),
                        ratio(lm.many_lock, lm.single_lock), ratio(bm.many_lock, lm.many_lock),
                        ratio(bm.many_unlock, lm.many_unlock),
-                       ratio(bm.single_lock + bm.single_unlock, lm.single_lock + lm.single_unlock),
-                       maxrss_kib());
+                       ratio(bm.single_lock + bm.single_unlock, lm.single_lock + lm.single_unlock));
+                printf(",\"singles_over_lock_many\":%.4f,\"peers\":{",
+                       ratio(lm.single_lock, lm.many_lock));
+                if (bare) {
+                    printf("\"bare\":{\"insert_ms\":%.3f,\"insert_us_per_id\":%.3f,"
+                           "\"round_insert_ms\":[", bare_ms, bare_ms * 1000 / (double)n);
+                    for (int i = 0; i < r; i++)
+                        printf("%s%.3f", i ? "," : "", (double)bare_t[i] / 1e6);
+                    printf("]}");
+                }
+                printf("},\"peer_ratio\":{");
+                if (bare)
+                    printf("\"bare\":%.4f", ratio(lm.many_lock, bare_ms));
+                printf("},\"maxrss_kib\":%ld}", maxrss_kib());
             } else {
                 printf("\nbatch, %ld ids, median of %d rounds (ms)\n", n, r);
                 printf("  %-9s %13s %15s %12s %14s\n", "", "dss_lock_many", "dss_unlock_many",
@@ -1818,14 +2325,20 @@ static void wl_batch(void)
                        lm.many_unlock, lm.single_lock, lm.single_unlock);
                 printf("  %-9s %13.2f %15.2f %12.1f %14.1f\n", "baseline", bm.many_lock,
                        bm.many_unlock, bm.single_lock, bm.single_unlock);
+                if (bare)
+                    printf("  %-9s %13.2f   (one INSERT ... SELECT unnest($1::text[]), $2 into "
+                           "dss_bench.minimal_lock)\n", "bare", bare_ms);
                 printf("  one dss_lock_many of %ld ids: %.2f ms = %.2fx the time of 100 single "
-                       "dss_lock calls (%.2f ms), %.3fx that of %ld\n", n, lm.many_lock,
-                       ratio(lm.many_lock, hundred_ms), hundred_ms,
-                       ratio(lm.many_lock, lm.single_lock), n);
+                       "dss_lock calls (%.2f ms), %.3fx that of %ld (%.1fx faster)\n", n,
+                       lm.many_lock, ratio(lm.many_lock, hundred_ms), hundred_ms,
+                       ratio(lm.many_lock, lm.single_lock), n, ratio(lm.single_lock, lm.many_lock));
                 printf("  library/baseline throughput: lock_many %.3f, unlock_many %.3f, "
                        "single calls %.3f\n", ratio(bm.many_lock, lm.many_lock),
                        ratio(bm.many_unlock, lm.many_unlock),
                        ratio(bm.single_lock + bm.single_unlock, lm.single_lock + lm.single_unlock));
+                if (bare)
+                    printf("  library/bare: lock_many ms / bare INSERT ms %.3f\n",
+                           ratio(lm.many_lock, bare_ms));
             }
             fflush(stdout);
         }
@@ -1931,7 +2444,8 @@ static void wl_soak(void)
                    "\"maxrss_first_window_kib\":%ld,\"maxrss_end_kib\":%ld,"
                    "\"rss_first_window_kib\":%ld,\"rss_end_kib\":%ld,"
                    "\"table_bytes_before\":%lld,\"table_bytes_mid\":%lld,\"table_bytes_end\":%lld,"
-                   "\"n_dead_tup_end\":%lld,\"autovacuums\":%lld,\"history_bytes_end\":%lld}",
+                   "\"n_dead_tup_end\":%lld,\"autovacuums\":%lld,\"history_bytes_end\":%lld,"
+                   "\"peers\":{},\"peer_ratio\":{}}",
                    min, med, ratio(min, med), rss_before, maxrss_before, first->maxrss_kib,
                    last->maxrss_kib, first->rss_kib, last->rss_kib, before.bytes, mid->ts.bytes,
                    last->ts.bytes, last->ts.dead, last->ts.autovacuums - before.autovacuums,
@@ -2016,6 +2530,34 @@ static bool parse_workloads(const char *s)
     return true;
 }
 
+/* --peers: minimal (with bare, its batch form), bare, phobos, advisory,
+ * all, none. */
+static bool parse_peers(const char *s)
+{
+    char buf[256];
+    if (strlen(s) >= sizeof buf)
+        return false;
+    strcpy(buf, s);
+    g_peers = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (strcmp(tok, "none") == 0)
+            continue;
+        else if (strcmp(tok, "all") == 0)
+            g_peers |= PEERS_DEFAULT;
+        else if (strcmp(tok, "minimal") == 0)
+            g_peers |= PEER_BIT(MINIMAL) | PEER_BARE;
+        else if (strcmp(tok, "bare") == 0)
+            g_peers |= PEER_BARE;
+        else if (strcmp(tok, "phobos") == 0)
+            g_peers |= PEER_BIT(PHOBOS);
+        else if (strcmp(tok, "advisory") == 0)
+            g_peers |= PEER_BIT(ADVISORY);
+        else
+            return false;
+    }
+    return true;
+}
+
 static void bad_option(const char *name, const char *value)
 {
     fprintf(stderr, "dss_bench: invalid %s '%s' (try --help)\n", name, value);
@@ -2026,7 +2568,7 @@ static void parse_options(int argc, char **argv)
 {
     enum { O_CONNINFO = 256, O_THREADS, O_DURATION, O_ROUNDS, O_WORKLOAD, O_CONTENDERS, O_HOLD,
            O_BATCH, O_FILL, O_SOAK_MIN, O_SOAK_WIN, O_SOAK_THREADS, O_TTL, O_WARMUP, O_JSON,
-           O_QUIET, O_SHARED };
+           O_QUIET, O_SHARED, O_PEERS };
     static const struct option longopts[] = {
         { "conninfo", required_argument, NULL, O_CONNINFO },
         { "threads", required_argument, NULL, O_THREADS },
@@ -2045,6 +2587,7 @@ static void parse_options(int argc, char **argv)
         { "json", no_argument, NULL, O_JSON },
         { "quiet", no_argument, NULL, O_QUIET },
         { "shared-baseline", no_argument, NULL, O_SHARED },
+        { "peers", required_argument, NULL, O_PEERS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -2110,6 +2653,10 @@ static void parse_options(int argc, char **argv)
             break;
         case O_JSON: opt.json = true; break;
         case O_SHARED: opt.shared_baseline = true; break;
+        case O_PEERS:
+            if (!parse_peers(optarg))
+                bad_option("--peers", optarg);
+            break;
         case O_QUIET: opt.quiet = true; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -2121,6 +2668,14 @@ static void parse_options(int argc, char **argv)
     }
     if (!any_workload)
         parse_workloads("all");
+    /* Peers only where they have a workload: minimal in pair, refresh,
+     * status; phobos and advisory in pair; bare in batch. */
+    if (!opt.want[W_PAIR] && !opt.want[W_REFRESH] && !opt.want[W_STATUS])
+        g_peers &= ~PEER_BIT(MINIMAL);
+    if (!opt.want[W_PAIR])
+        g_peers &= ~(PEER_BIT(PHOBOS) | PEER_BIT(ADVISORY));
+    if (!opt.want[W_BATCH])
+        g_peers &= ~PEER_BARE;
     if (opt.nthreads == 0) {
         opt.threads[0] = 1;
         opt.threads[1] = 8;
@@ -2201,6 +2756,12 @@ static void print_header(void)
                 printf("%s", n++ ? "," : "");
                 json_str(wl_name[i]);
             }
+        printf("],\"peers\":[");
+        for (int i = MINIMAL, n = 0; i < SIDE_N; i++)
+            if (peer_on((enum side)i))
+                printf("%s\"%s\"", n++ ? "," : "", side_name[i]);
+        if (g_peers & PEER_BARE)
+            printf("%s\"bare\"", g_peers & ~PEER_BARE ? "," : "");
         printf("]},\n  \"results\":[");
     } else {
         printf("dss_bench: libdss %s, libpq %d, PostgreSQL %s; %g s rounds, %ld per side, "
@@ -2208,6 +2769,13 @@ static void print_header(void)
                opt.duration, opt.rounds, pool ? pool : "(default)");
         printf("ops/s; latency per call (µs, log-linear histogram, ±1.6 %%); CPU µs/op: the\n"
                "benchmark process's own CPU time (user + system, all threads) per operation\n");
+        printf("peers:");
+        for (int i = MINIMAL; i < SIDE_N; i++)
+            if (peer_on((enum side)i))
+                printf(" %s", side_name[i]);
+        if (g_peers & PEER_BARE)
+            printf(" bare");
+        printf("%s\n", g_peers ? "" : " none");
     }
     fflush(stdout);
 }
@@ -2227,6 +2795,7 @@ int main(int argc, char **argv)
     snprintf(g_prefix_end, sizeof g_prefix_end, "bench:%ld;", (long)getpid());   /* ';' follows ':' */
 
     g_admin = connect_or_die("admin");
+    PQsetNoticeReceiver(g_admin, admin_notice, NULL);
     const char *sv = PQparameterStatus(g_admin, "server_version");
     snprintf(g_server_version, sizeof g_server_version, "%s", sv ? sv : "?");
 
@@ -2238,6 +2807,13 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if ((g_peers & (PEER_BIT(MINIMAL) | PEER_BIT(PHOBOS) | PEER_BARE)) && !create_peer_tables()) {
+        drop_peer_tables();
+        dss_fini(&g_h);
+        PQfinish(g_admin);
+        return 2;
+    }
+
     print_header();
 
     if (opt.warmup > 0) {
@@ -2245,12 +2821,13 @@ int main(int argc, char **argv)
         for (int i = 0; i < opt.nthreads; i++)
             if (opt.threads[i] > n)
                 n = (int)opt.threads[i];
-        progress("warm-up: pair, %d threads, %g s per side", n, opt.warmup);
+        enum side sides[SIDE_N];
+        int nsides = sides_of(W_WARMUP, sides);
+        progress("warm-up: pair, %d threads, %g s per side (%d sides)", n, opt.warmup, nsides);
         struct acc a;
         acc_init(&a);
-        run_round(W_WARMUP, LIB, n, 0, opt.warmup, &a, NULL);
-        if (!stopped())
-            run_round(W_WARMUP, BASE, n, 0, opt.warmup, &a, NULL);
+        for (int i = 0; i < nsides && !stopped(); i++)
+            run_round(W_WARMUP, sides[i], n, 0, opt.warmup, &a, NULL);
         acc_free(&a);
         check_no_leftovers("warm-up");
     }
@@ -2280,6 +2857,7 @@ int main(int argc, char **argv)
         if (n > 0)
             progress("removed %lld keys left by the interrupted run", n);
     }
+    drop_peer_tables();
 
     int status = atomic_load(&g_stop) == RUNNING ? 0 : 1;
     if (opt.json) {

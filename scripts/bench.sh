@@ -1,6 +1,8 @@
 #!/bin/sh
-# Benchmarks libdss against its own SQL sent straight through libpq, on a
-# private PostgreSQL, and writes a Markdown report.
+# Benchmarks libdss against its own SQL sent straight through libpq, and
+# against peers (other ways of keeping a lock in PostgreSQL: a minimal
+# table, phobos's own SQL, advisory locks), on a private PostgreSQL, and
+# writes a Markdown report.
 #
 #   scripts/bench.sh [OUTFILE]          (default: BENCHMARKS.md at the top)
 #
@@ -8,13 +10,15 @@
 # (make install PREFIX=...), starts a throwaway cluster with pgtmp.sh
 # (default settings), runs every workload of dss_bench with --json, removes
 # the cluster whatever happens, and turns the JSON into OUTFILE with the
-# machine, the versions, the command, one table per workload and every
-# target marked PASS or FAIL (kv-set / kv-get have no target: their ratios
-# are reported).
+# machine, the versions, the command, the library ÷ peer ratios, one table
+# per workload and every target marked PASS or FAIL (kv-set / kv-get and
+# library ÷ phobos / advisory have no target: their ratios are reported).
 #
 # Knobs (environment):
 #   BENCH_DURATION     seconds per round (default 5)
-#   BENCH_ROUNDS       rounds per side, library and baseline alternating (3)
+#   BENCH_ROUNDS       rounds per side (3); the sides' order rotates every
+#                      round, so with k sides (library, baseline, peers) each
+#                      goes first equally often when this is a multiple of k
 #   BENCH_THREADS      thread counts of pair, refresh, status, kv-set, kv-get,
 #                      scale (1,8)
 #   BENCH_WORKLOADS    comma list (default all; see dss_bench --help)
@@ -23,6 +27,10 @@
 #   BENCH_BATCH_SIZES  ids per batch (1000,10000)
 #   BENCH_SCALE_FILL   other locks held during scale (0,100000,1000000)
 #   BENCH_WARMUP       untimed warm-up per side, seconds (1)
+#   BENCH_PEERS        peers measured in the same run, comma list or none
+#                      (minimal,phobos,advisory; dss_bench --peers): minimal
+#                      in pair, refresh, status (and "bare", its one INSERT ...
+#                      unnest, in batch), phobos and advisory in pair
 #   BENCH_SHARED_BASELINE=1  the baseline threads share their connections
 #                      (dss_bench --shared-baseline), as a pool behind one handle does
 #   SOAK_MINUTES       soak length (5); SOAK_WINDOW seconds per window (30);
@@ -47,7 +55,7 @@ case $out in /*) ;; *) out=$PWD/$out ;; esac
 # The command line, as run: knobs set in the environment, then the script.
 command_line=""
 for v in BENCH_DURATION BENCH_ROUNDS BENCH_THREADS BENCH_WORKLOADS BENCH_CONTENDERS \
-         BENCH_HOLD_US BENCH_BATCH_SIZES BENCH_SCALE_FILL BENCH_WARMUP BENCH_SHARED_BASELINE SOAK_MINUTES \
+         BENCH_HOLD_US BENCH_BATCH_SIZES BENCH_SCALE_FILL BENCH_WARMUP BENCH_PEERS BENCH_SHARED_BASELINE SOAK_MINUTES \
          SOAK_WINDOW SOAK_THREADS BENCH_PG_OPTS BENCH_STAGE BENCH_JSON BENCH_STRICT; do
     eval "val=\${$v:-}"
     [ -z "$val" ] || command_line="$command_line$v='$val' "
@@ -101,7 +109,8 @@ set -- --conninfo "$conninfo" --json \
     --batch-sizes "${BENCH_BATCH_SIZES:-1000,10000}" \
     --scale-fill "${BENCH_SCALE_FILL:-0,100000,1000000}" \
     --soak-minutes "${SOAK_MINUTES:-5}" --soak-window "${SOAK_WINDOW:-30}" \
-    --soak-threads "${SOAK_THREADS:-8}" --warmup "${BENCH_WARMUP:-1}"
+    --soak-threads "${SOAK_THREADS:-8}" --warmup "${BENCH_WARMUP:-1}" \
+    --peers "${BENCH_PEERS:-minimal,phobos,advisory}"
 [ -z "${BENCH_SHARED_BASELINE:-}" ] || set -- "$@" --shared-baseline
 bench_line="dss_bench $*"
 echo "bench: $bench_line"
@@ -201,8 +210,11 @@ w(f"| Load average | {meta['loadavg']} at start, {meta['loadavg_end']} at the en
   f"server share the machine{'; **the machine was busy with other work: figures are noisy**' if busy else ''}) |")
 w(f"| Command | `{meta['command']}` |")
 w(f"| Benchmark | `{meta['bench']}` |")
-w(f"| Rounds | {st['rounds']} per side of {st['duration_s']:g} s, library and baseline "
-  f"alternating, the side going first changing every round (ABBA…); library pool_size {st['pool_size']} |")
+peer_list = st.get("peers", [])
+w(f"| Rounds | {st['rounds']} per side of {st['duration_s']:g} s, library"
+  + (", baseline and peers (" + ", ".join(peer_list) + ")" if peer_list else " and baseline")
+  + " alternating, the order rotating every round so that the side going first changes "
+  f"every round (ABBA… with two sides); library pool_size {st['pool_size']} |")
 w("")
 w("**Library**: libdss, one `dss_handle` shared by all threads (as a daemon uses it). "
   "**Baseline**: the same SQL statements (`BENCH_SQL_*` in `dss_bench.c`, identical to the "
@@ -338,9 +350,17 @@ if rows:
                 "batch: 10 000 ids in one dss_lock_many faster than 100 single dss_lock",
                 f"{r['library']['lock_many_ms']:.1f} ms vs {r['hundred_single_locks_ms']:.1f} ms",
                 r["library"]["lock_many_ms"] < r["hundred_single_locks_ms"])
+            speedup = r["library"]["single_lock_ms"] / r["library"]["lock_many_ms"] \
+                if r["library"]["lock_many_ms"] > 0 else 0
+            line += "; " + target(
+                "batch 10 000: lock_many ≥ 10× faster than 10 000 single dss_lock",
+                f"{speedup:.1f}× ({r['library']['lock_many_ms']:.1f} ms vs "
+                f"{r['library']['single_lock_ms']:.1f} ms)", speedup >= 10)
         b(line)
     if not any(r["ids"] == 10000 for r in rows):
         target("batch: 10 000 ids in one dss_lock_many faster than 100 single dss_lock",
+               "not run (no batch of 10 000)", None)
+        target("batch 10 000: lock_many ≥ 10× faster than 10 000 single dss_lock",
                "not run (no batch of 10 000)", None)
     b("")
 
@@ -411,6 +431,106 @@ if rows:
         target("scale: 1 000 000 other locks ≥ 0.8× none", f"not run (largest fill {top:,})", None)
     b("")
 
+# peers: library ÷ each peer, same run (built after the body so that its
+# targets follow the others in the table; printed before the body)
+peer_sec = []
+p = peer_sec.append
+peer_min = {"pair": 0.8, "refresh": 0.9, "status": 0.9}
+units = {"pair": "pairs", "refresh": "calls", "status": "calls"}
+prows = [r for name in peer_min for r in by(name)]
+brows = by("batch")
+if prows or brows:
+    p("## Peers: the library ÷ other ways of keeping a lock in PostgreSQL")
+    p("")
+    p("Measured in the same run as the library, their rounds rotating with the library's and "
+      "the baseline's, each through libpq with one connection per thread and the library's "
+      "session settings. **minimal**: a phobos-shaped table `dss_bench.minimal_lock (id text "
+      "PRIMARY KEY, owner text, ts timestamptz)`, prepared statements, binary results: pair = "
+      "`INSERT` + `DELETE … WHERE id = $1 AND owner = $2`, refresh = `UPDATE … SET ts = now()`, "
+      "status = `SELECT owner, ts`; in batch, **bare** = one `INSERT … SELECT "
+      "unnest($1::text[]), $2` of the N ids. **phobos**: phobos's own SQL (pair), text "
+      "statements built with the values escaped by `PQescapeStringConn`, sent with `PQexec`: "
+      "`INSERT` into `dss_bench.phobos_lock`, then phobos's check-then-delete `DO` block. "
+      "**advisory**: `pg_try_advisory_lock` / `pg_advisory_unlock` of a 64-bit hash of the id "
+      "(pair), prepared. Every result is checked (one row affected, true returned), as the "
+      "library's return codes are. Ratio = library ops/s ÷ the side's ops/s over all rounds "
+      "(above 1: the library is faster); *same-round*: median over rounds of that ratio within "
+      "one round; *(noisy)*: the rounds of one side differ by more than 1.5×.")
+    p("")
+    p("What each peer gives up, i.e. what the library's extra cost pays for:")
+    p("")
+    p("- **minimal**: no fencing token, no lease (expiry), no history, no waiting queue, no "
+      "check of the owner beyond the `DELETE`'s `WHERE`, and no distinction between a lock "
+      "that is absent, held by another owner or expired: the caller only learns \"0 rows\".")
+    p("- **phobos**: text SQL built with string formatting (one parse and plan per call, and "
+      "SQL injection whenever a value is not escaped; inside the `DO` block's dollar quotes a "
+      "value containing `$$` ends the block, escaped or not), a check-then-act `DO` block that "
+      "races with a concurrent unlock (the `SELECT` and the `DELETE` are separate steps), no "
+      "token, no lease, no history.")
+    p("- **advisory**: not durable: the lock is gone when the session ends, on a server "
+      "restart and on a failover; it is held per session, so a connection pool cannot share "
+      "it between threads; it is not a row, so other tools (phobos's `dss` tables, `psql`) "
+      "cannot see who holds what.")
+    p("")
+    for name, floor in peer_min.items():
+        rows = by(name)
+        if not rows:
+            continue
+        p(f"### {name} ({units[name]}/s)")
+        p("")
+        p("| threads | side | ops/s | p50 / p99 / max µs | client CPU µs/op | library ÷ side | "
+          "same-round | per round |")
+        p("|---:|---|---:|---:|---:|---:|---:|---|")
+        for r in rows:
+            t = r["threads"]
+            ts = f"{t} thread{'s' if t > 1 else ''}"
+            lib, base = r["library"], r["baseline"]
+            p(f"| {t} | library | {f(lib['ops_per_s'])} | {lat(lib)} | "
+              f"{lib['cpu_us_per_op']:.1f} | – | – | {rounds(lib)} |")
+            p(f"| {t} | baseline (same SQL) | {f(base['ops_per_s'])} | {lat(base)} | "
+              f"{base['cpu_us_per_op']:.1f} | {r['throughput_ratio']:.3f} | "
+              f"{r['paired_ratio_median']:.3f} | {rounds(base)} |")
+            peers = r.get("peers", {})
+            for peer, ps in peers.items():
+                pr = r["peer_ratio"][peer]
+                cell = f"{pr:.3f}"
+                if peer == "minimal":
+                    cell += " " + target(f"{name}, {ts}: ≥ {floor:g}× minimal", f"{pr:.3f}",
+                                         pr >= floor, noisy(lib, ps))
+                elif noisy(lib, ps):
+                    cell += " (noisy)"
+                same = r.get("peer_paired_ratio_median", {}).get(peer)
+                p(f"| {t} | {peer} | {f(ps['ops_per_s'])} | {lat(ps)} | "
+                  f"{ps['cpu_us_per_op']:.1f} | {cell} | {'–' if same is None else f'{same:.3f}'} | "
+                  f"{rounds(ps)} |")
+            if "minimal" not in peers:
+                target(f"{name}, {ts}: ≥ {floor:g}× minimal", "not measured (--peers)", None)
+        p("")
+    if brows:
+        p("### batch: one `dss_lock_many` vs one bare `INSERT … SELECT unnest($1::text[]), $2` "
+          "(ms, median of rounds)")
+        p("")
+        p("| ids | dss_lock_many | bare INSERT … unnest | lock_many ÷ bare (≤ 2 at 10 000) | "
+          "n × dss_lock | n × dss_lock ÷ lock_many |")
+        p("|---:|---:|---:|---:|---:|---:|")
+        for r in brows:
+            bare = r.get("peers", {}).get("bare")
+            lm, sl = r["library"]["lock_many_ms"], r["library"]["single_lock_ms"]
+            cell = "–"
+            if bare:
+                x = r["peer_ratio"]["bare"]
+                cell = f"{x:.2f}"
+                if r["ids"] == 10000:
+                    cell += " " + target("batch 10 000: lock_many ≤ 2× bare INSERT … unnest",
+                                         f"{x:.2f}× ({lm:.1f} ms vs {bare['insert_ms']:.1f} ms)",
+                                         x <= 2)
+            p(f"| {r['ids']:,} | {f(lm, 2)} | {f(bare['insert_ms'], 2) if bare else '–'} | "
+              f"{cell} | {f(sl)} | {f(sl / lm if lm > 0 else None)} |")
+        if not any(r["ids"] == 10000 and r.get("peers", {}).get("bare") for r in brows):
+            target("batch 10 000: lock_many ≤ 2× bare INSERT … unnest",
+                   "not run (no batch of 10 000 with the bare peer)", None)
+        p("")
+
 passed = sum(1 for t in targets if t[2] is True)
 failed = sum(1 for t in targets if t[2] is False)
 noisy_n = sum(1 for t in targets if t[3])
@@ -426,6 +546,8 @@ w("|---|---:|---|")
 for what, measured, ok, nz in targets:
     w(f"| {what} | {measured} | {verdict(ok, nz)} |")
 w("")
+if peer_list:   # --peers none: no section (the peers' targets say "not measured")
+    lines.extend(peer_sec)
 lines.extend(body)
 w(f"Peak RSS of the benchmark process over the whole run: {doc['maxrss_kib']:,} KiB.")
 with open(out, "w") as fh:

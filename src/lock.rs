@@ -232,6 +232,52 @@ pub fn history(h: &Handle, id: &str, limit: u32) -> Result<Vec<Event>> {
         .collect())
 }
 
+/// What [`prune_history`] did, or would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// The `history_retention` setting, as written in `dss.settings`.
+    pub retention: String,
+    /// False when the retention is 0: everything is kept, nothing pruned.
+    pub bounded: bool,
+    /// Rows deleted (or, dry run, that would be).
+    pub rows: u64,
+}
+
+/// Deletes the history rows older than the `history_retention` setting,
+/// `batch` rows per transaction, until none is left; with `dry_run` only
+/// counts them. Rows written meanwhile are never older than the retention,
+/// so this ends.
+pub fn prune_history(h: &Handle, dry_run: bool, batch: u32) -> Result<Pruned> {
+    let (retention, bounded) = h.run("history prune", |c| {
+        c.query_one(&q::HISTORY_RETENTION, &[])
+            .map(|row| (row.get::<String>(0), row.get::<bool>(1)))
+    })?;
+    let mut rows = 0u64;
+    if bounded && dry_run {
+        rows = h.run("history prune", |c| {
+            c.query_one(&q::HISTORY_PRUNABLE, &[&retention])
+                .map(|row| row.get::<i64>(0) as u64)
+        })?;
+    } else if bounded {
+        let batch = i64::from(batch.max(1));
+        loop {
+            let n = h.run("history prune", |c| {
+                c.query_one(&q::HISTORY_PRUNE, &[&retention, &batch])
+                    .map(|row| row.get::<i64>(0))
+            })?;
+            rows += n as u64;
+            if n < batch {
+                break;
+            }
+        }
+    }
+    Ok(Pruned {
+        retention,
+        bounded,
+        rows,
+    })
+}
+
 /// The conventional owner name of this process, `"<hostname>:<pid>"`. The
 /// host name is read once per process.
 pub fn owner_self() -> String {

@@ -9,9 +9,12 @@
 //! * A lease is live while `expires_at` is NULL or in the future, on the
 //!   database clock (`now()`); an expired lease counts as free.
 //! * Every acquisition takes a fresh token from `dss.lock_token_seq`,
-//!   greater than every earlier token of the id (`dss.lock_acquire`).
+//!   greater than every earlier token of the id: it draws it after taking
+//!   the id's bucket lock (`acquire!`, "Tokens" in `sql/0004_fast_path.sql`).
 //! * Acquisitions, releases, forced releases, takeovers and cleanups append
-//!   to `dss.lock_history` in the same transaction (refreshes do not).
+//!   to `dss.lock_history` in the same transaction (refreshes do not); with
+//!   the setting `history` 'off', a trigger drops those rows
+//!   (`sql/0004_fast_path.sql`).
 //! * A statement that removes a lock wakes `dss_lock_wait()` callers of that
 //!   id (NOTIFY on channel `dss_<md5 of the id>`), only if some are queued:
 //!   NOTIFY serialises committing transactions, so it is never paid when
@@ -78,13 +81,48 @@ macro_rules! live {
     };
 }
 
+/// The CTEs of an acquisition of $1 for $2 with a lease of $3 ms (0: none),
+/// attempted only while the SQL condition `$may` holds: `bucket` takes the
+/// id's bucket lock (a transaction advisory lock, see "Tokens" in
+/// `sql/0004_fast_path.sql`) before any token is drawn; `tko` takes over an
+/// expired lease; `ins` inserts a free id (ON CONFLICT waits for a
+/// concurrent inserter or deleter, then inserts or gives up without an
+/// error); `got` is the new token, if any, and `hist` records it. A failed
+/// attempt writes nothing and locks no row.
+macro_rules! acquire {
+    ($($may:tt)*) => {
+        concat!(
+            "bucket AS MATERIALIZED ( \
+                SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) \
+                 WHERE ", $($may)*, "), \
+             tko AS ( \
+                UPDATE dss.locks \
+                   SET owner = $2, token = nextval('dss.lock_token_seq'), locked_at = now(), \
+                       ts = now(), ttl_ms = $3, expires_at = ",
+            expiry!("$3"),
+            " WHERE id = $1 AND expires_at <= now() AND EXISTS (SELECT 1 FROM bucket) \
+                RETURNING token), \
+             ins AS ( \
+                INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) \
+                SELECT $1, $2, nextval('dss.lock_token_seq'), $3, ",
+            expiry!("$3"),
+            " FROM bucket WHERE NOT EXISTS (SELECT 1 FROM tko) \
+                ON CONFLICT (id) DO NOTHING \
+                RETURNING token), \
+             got AS ( \
+                SELECT token, 'takeover' AS event FROM tko \
+                UNION ALL SELECT token, 'acquire' FROM ins), \
+             hist AS ( \
+                INSERT INTO dss.lock_history (event, id, owner, token) \
+                SELECT event, $1, $2, token FROM got)"
+        )
+    };
+}
+
 /// `dss_lock` (ttl 0) and `dss_lock_lease`: $1 id, $2 owner, $3 ttl_ms.
-/// The new token, NULL if held. `dss.lock_acquire` (sql/0002_leases.sql)
-/// takes over an expired lease or inserts a free lock, makes sure the token
-/// is greater than every earlier one of the id, and records the history.
-/// A failed attempt writes nothing and locks nothing.
+/// The new token, NULL if held (see `acquire!`).
 pub static LOCK: Query = Query {
-    text: "SELECT dss.lock_acquire($1, $2, $3)",
+    text: concat!("WITH ", acquire!("true"), " SELECT (SELECT token FROM got)"),
     params: &[TEXT, TEXT, INT8],
 };
 
@@ -109,11 +147,9 @@ pub static WAIT_TRY: Query = Query {
             SELECT 1 FROM dss.lock_waiters w \
              WHERE w.id = $1 AND ($4 = 0 OR w.ticket < $4) \
                AND w.ticket NOT IN (SELECT ticket FROM purge)), \
-         got AS ( \
-            SELECT token FROM ( \
-                SELECT dss.lock_acquire($1, $2, $3) AS token \
-                 WHERE NOT EXISTS (SELECT 1 FROM ahead)) AS a \
-             WHERE token IS NOT NULL), \
+         ",
+        acquire!("NOT EXISTS (SELECT 1 FROM ahead)"),
+        ", \
          done AS ( \
             DELETE FROM dss.lock_waiters WHERE ticket = $4 AND EXISTS (SELECT 1 FROM got)), \
          queue AS ( \
@@ -157,13 +193,11 @@ pub static REFRESH: Query = Query {
 };
 
 /// `dss_unlock` with an owner: $1 id, $2 owner. An expired lease of that
-/// owner is removed too (and reported as such).
+/// owner is removed too (and reported as such). The holder is read only
+/// when nothing was removed (same snapshot).
 pub static UNLOCK: Query = Query {
     text: concat!(
-        "WITH cur AS ( \
-            SELECT owner, coalesce(expires_at <= now(), false) AS expired \
-              FROM dss.locks WHERE id = $1), \
-         del AS ( \
+        "WITH del AS ( \
             DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 \
             RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, ",
         wake_waiters!(),
@@ -171,8 +205,12 @@ pub static UNLOCK: Query = Query {
          hist AS ( \
             INSERT INTO dss.lock_history (event, id, owner, token) \
             SELECT 'release', $1, $2, token FROM del) \
-         SELECT EXISTS (SELECT 1 FROM del), coalesce((SELECT expired FROM del), false), \
-                (SELECT owner FROM cur), coalesce((SELECT expired FROM cur), false)"
+         SELECT d.token IS NOT NULL, coalesce(d.expired, false), \
+                CASE WHEN d.token IS NULL THEN (SELECT owner FROM dss.locks WHERE id = $1) END, \
+                CASE WHEN d.token IS NULL \
+                     THEN coalesce((SELECT expires_at <= now() FROM dss.locks WHERE id = $1), false) \
+                     ELSE false END \
+           FROM (SELECT 1) AS one LEFT JOIN del AS d ON true"
     ),
     params: &[TEXT, TEXT],
 };
@@ -343,5 +381,34 @@ pub static LIST: Query = Query {
 pub static HISTORY: Query = Query {
     text: "SELECT seq, at, event, owner, token, actor FROM dss.lock_history \
            WHERE id = $1 ORDER BY seq DESC LIMIT $2",
+    params: &[TEXT, INT8],
+};
+
+/// `dssctl history prune`: the `history_retention` setting (an interval;
+/// '30 days' if the row was deleted) and whether it is positive (0: keep
+/// everything).
+pub static HISTORY_RETENTION: Query = Query {
+    text: "SELECT r.value, r.value::interval > interval '0' \
+             FROM (SELECT coalesce((SELECT value FROM dss.settings \
+                                     WHERE key = 'history_retention'), '30 days') AS value) AS r",
+    params: &[],
+};
+
+/// `dssctl history prune --dry-run`: $1 retention. How many rows are older.
+pub static HISTORY_PRUNABLE: Query = Query {
+    text: "SELECT count(*) FROM dss.lock_history WHERE at < now() - $1::interval",
+    params: &[TEXT],
+};
+
+/// `dssctl history prune`, one batch: $1 retention, $2 batch size. Deletes
+/// up to $2 rows older than the retention, found through the BRIN index on
+/// `at` and deleted by their ctid; returns how many. Each batch is one short
+/// transaction holding only the row locks of what it deletes.
+pub static HISTORY_PRUNE: Query = Query {
+    text: "WITH del AS ( \
+              DELETE FROM dss.lock_history WHERE ctid = ANY (ARRAY( \
+                  SELECT ctid FROM dss.lock_history WHERE at < now() - $1::interval LIMIT $2)) \
+              RETURNING 1) \
+           SELECT count(*) FROM del",
     params: &[TEXT, INT8],
 };

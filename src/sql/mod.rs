@@ -28,7 +28,7 @@ pub mod lock;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Settings of every library session, set once when it is opened
 /// ([`session_settings_sql`]; one round trip per session, not per call). `enable_seqscan = off`: every statement here finds its
@@ -60,6 +60,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_locks.sql", include_str!("../../sql/0001_locks.sql")),
     ("0002_leases.sql", include_str!("../../sql/0002_leases.sql")),
     ("0003_kv.sql", include_str!("../../sql/0003_kv.sql")),
+    (
+        "0004_fast_path.sql",
+        include_str!("../../sql/0004_fast_path.sql"),
+    ),
 ];
 
 /// One parameterised statement. Declared as `static` so that each has one

@@ -106,10 +106,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Acquisitions and releases of one lock, newest first
+    /// Acquisitions and releases of one lock, newest first; `history prune`
+    /// deletes what is older than the retention
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "A lock named 'prune': dssctl history -- prune"
+    )]
     History {
-        #[arg(value_parser = NonEmptyStringValueParser::new())]
-        id: String,
+        #[command(subcommand)]
+        action: Option<HistoryAction>,
+        #[arg(value_parser = NonEmptyStringValueParser::new(), required = true)]
+        id: Option<String>,
         /// Show at most N events
         #[arg(long, value_name = "N", default_value_t = 50,
               value_parser = clap::value_parser!(u32).range(1..))]
@@ -242,6 +249,29 @@ fn run(cli: Cli) -> Result<Vec<u8>, Failure> {
     }
 }
 
+#[derive(Subcommand)]
+enum HistoryAction {
+    /// Delete the history older than the `history_retention` setting
+    #[command(long_about = "Delete the rows of dss.lock_history older than the \
+        history_retention setting (dss.settings, default '30 days'; '0' keeps \
+        everything), in batches of --batch rows, each its own short transaction \
+        (no table lock; locks and unlocks go on meanwhile). Needs DELETE on \
+        dss.lock_history. Run it daily, e.g. from cron:\n\n    \
+        17 3 * * * dssctl history prune\n\nor a systemd timer (contrib/).")]
+    Prune {
+        /// Only count what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows per transaction
+        #[arg(long, value_name = "N", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        batch: u32,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// The lock subcommands (everything but migrate and kv).
 fn lock_command(h: &Handle, command: Command) -> Outcome {
     match command {
@@ -275,7 +305,45 @@ fn lock_command(h: &Handle, command: Command) -> Outcome {
             json,
             ..
         } => clean(h, owner_prefix.as_deref(), dry_run, json),
-        Command::History { id, limit, json } => {
+        Command::History {
+            action:
+                Some(HistoryAction::Prune {
+                    dry_run,
+                    batch,
+                    json,
+                }),
+            ..
+        } => {
+            let p = lock::prune_history(h, dry_run, batch)?;
+            Ok(if json {
+                output::json_text(&serde_json::json!({
+                    "retention": p.retention,
+                    "dry_run": dry_run,
+                    (if dry_run { "would_delete" } else { "deleted" }): p.rows,
+                }))
+            } else if !p.bounded {
+                format!(
+                    "history_retention is '{}': the history is kept whole, nothing pruned\n",
+                    output::text(&p.retention)
+                )
+            } else if dry_run {
+                format!(
+                    "{} history row(s) older than '{}' would be deleted (dry run: nothing deleted)\n",
+                    p.rows,
+                    output::text(&p.retention)
+                )
+            } else {
+                format!(
+                    "deleted {} history row(s) older than '{}'\n",
+                    p.rows,
+                    output::text(&p.retention)
+                )
+            })
+        }
+        Command::History {
+            id, limit, json, ..
+        } => {
+            let id = id.expect("clap requires the id without a subcommand");
             let events = lock::history(h, &id, limit)?;
             Ok(if json {
                 output::json_text(&output::history_json(&events))

@@ -92,7 +92,7 @@
  * resolved; one line each). A cargo test (tests/bench_sql.rs) compares them:
  * change them only together with the library. Nothing else goes here.
  */
-#define BENCH_SQL_LOCK "WITH bucket AS MATERIALIZED ( SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) WHERE true), tko AS ( UPDATE dss.locks SET owner = $2, token = nextval('dss.lock_token_seq'), locked_at = now(), ts = now(), ttl_ms = $3, expires_at = CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END WHERE id = $1 AND expires_at <= now() AND EXISTS (SELECT 1 FROM bucket) RETURNING token), ins AS ( INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) SELECT $1, $2, nextval('dss.lock_token_seq'), $3, CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END FROM bucket WHERE NOT EXISTS (SELECT 1 FROM tko) ON CONFLICT (id) DO NOTHING RETURNING token), got AS ( SELECT token, 'takeover' AS event FROM tko UNION ALL SELECT token, 'acquire' FROM ins), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT event, $1, $2, token FROM got) SELECT (SELECT token FROM got)"
+#define BENCH_SQL_LOCK "WITH bucket AS MATERIALIZED ( SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) WHERE true), ins AS ( INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) SELECT $1, $2, nextval('dss.lock_token_seq'), $3, CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END FROM bucket WHERE true ON CONFLICT (id) DO NOTHING RETURNING token), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'acquire', $1, $2, token FROM ins) SELECT t.token, CASE WHEN t.token IS NULL THEN (SELECT expires_at <= now() FROM dss.locks WHERE id = $1) END FROM (SELECT (SELECT token FROM ins) AS token) AS t"
 #define BENCH_SQL_REFRESH "WITH cur AS ( SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1), upd AS ( UPDATE dss.locks SET ts = now(), expires_at = CASE WHEN ttl_ms > 0 THEN now() + ttl_ms * interval '1 millisecond' END WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > now()) RETURNING 1) SELECT EXISTS (SELECT 1 FROM upd), false, (SELECT owner FROM cur), coalesce((SELECT expired FROM cur), false)"
 #define BENCH_SQL_UNLOCK "WITH del AS ( DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', $1, $2, token FROM del) SELECT d.token IS NOT NULL, coalesce(d.expired, false), CASE WHEN d.token IS NULL THEN (SELECT owner FROM dss.locks WHERE id = $1) END, CASE WHEN d.token IS NULL THEN coalesce((SELECT expires_at <= now() FROM dss.locks WHERE id = $1), false) ELSE false END FROM (SELECT 1) AS one LEFT JOIN del AS d ON true"
 #define BENCH_SQL_STATUS "SELECT owner, ts FROM dss.locks WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())"
@@ -822,7 +822,8 @@ static bool seen_shape(const PGresult *r, int at)
     return true;
 }
 
-/* LOCK ($3 ttl 0, as dss_lock): one row, the new token, NULL if held. */
+/* LOCK ($3 ttl 0, as dss_lock): one row, the new token, NULL if held (then
+ * whether the holder's lease expired: never here, no leases). */
 static int base_lock(PGconn *c, const char *id, const char *owner, uint64_t *token)
 {
     char ttl[8];
@@ -831,7 +832,7 @@ static int base_lock(PGconn *c, const char *id, const char *owner, uint64_t *tok
     int len[3] = { (int)strlen(id), (int)strlen(owner), 8 };
     PGresult *r = PQexecPrepared(c, "lock", 3, p, len, bin, 1);
     int rc;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) != 1)
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 2 || PQntuples(r) != 1)
         rc = base_error(c, r, "lock");
     else if (PQgetisnull(r, 0, 0))
         rc = -EEXIST;

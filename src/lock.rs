@@ -76,17 +76,35 @@ pub(crate) fn ttl_param(ttl_ms: u64) -> Result<i64> {
 /// holds it.
 pub fn lock(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
     let ttl = ttl_param(ttl_ms)?;
-    let token = h.run("lock", |c| {
-        c.query_one(&q::LOCK, &[&id, &owner, &ttl])
-            .map(|row| row.get::<Option<i64>>(0))
-    })?;
-    match token {
-        Some(token) => Ok(token as u64),
-        None => Err(Error::new(
-            Kind::Exists,
-            format!("lock '{id}' is already held"),
-        )),
+    // A free id: one statement. An expired lease: TAKEOVER, then LOCK again
+    // if the lease changed meanwhile (renewed: held; released: free). Each
+    // statement's result is definite, so trying again is safe; the rounds
+    // are bounded by a lease that keeps expiring and being released between
+    // the statements, which a few rounds make unlikely enough to report as
+    // held.
+    for _ in 0..4 {
+        let (token, expired) = h.run("lock", |c| {
+            c.query_one(&q::LOCK, &[&id, &owner, &ttl])
+                .map(|row| (row.get::<Option<i64>>(0), row.get::<Option<bool>>(1)))
+        })?;
+        if let Some(token) = token {
+            return Ok(token as u64);
+        }
+        if expired != Some(true) {
+            break;
+        }
+        let token = h.run("lock", |c| {
+            c.query_one(&q::TAKEOVER, &[&id, &owner, &ttl])
+                .map(|row| row.get::<Option<i64>>(0))
+        })?;
+        if let Some(token) = token {
+            return Ok(token as u64);
+        }
     }
+    Err(Error::new(
+        Kind::Exists,
+        format!("lock '{id}' is already held"),
+    ))
 }
 
 /// [`lock`] with a lease: `ttl_ms` must be positive.

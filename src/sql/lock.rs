@@ -10,7 +10,7 @@
 //!   database clock (`now()`); an expired lease counts as free.
 //! * Every acquisition takes a fresh token from `dss.lock_token_seq`,
 //!   greater than every earlier token of the id: it draws it after taking
-//!   the id's bucket lock (`acquire!`, "Tokens" in `sql/0004_fast_path.sql`).
+//!   the id's bucket lock (`bucket!`, "Tokens" in `sql/0004_fast_path.sql`).
 //! * Acquisitions, releases, forced releases, takeovers and cleanups append
 //!   to `dss.lock_history` in the same transaction (refreshes do not); with
 //!   the setting `history` 'off', a trigger drops those rows
@@ -81,48 +81,106 @@ macro_rules! live {
     };
 }
 
-/// The CTEs of an acquisition of $1 for $2 with a lease of $3 ms (0: none),
-/// attempted only while the SQL condition `$may` holds: `bucket` takes the
-/// id's bucket lock (a transaction advisory lock, see "Tokens" in
-/// `sql/0004_fast_path.sql`) before any token is drawn; `tko` takes over an
-/// expired lease; `ins` inserts a free id (ON CONFLICT waits for a
-/// concurrent inserter or deleter, then inserts or gives up without an
-/// error); `got` is the new token, if any, and `hist` records it. A failed
-/// attempt writes nothing and locks no row.
-macro_rules! acquire {
+/// The first CTE of every acquisition of $1, taken only while the SQL
+/// condition `$may` holds: the id's bucket lock (a transaction advisory
+/// lock, see "Tokens" in `sql/0004_fast_path.sql`), taken before any token
+/// is drawn. The CTEs below draw tokens only in rows of `bucket`.
+macro_rules! bucket {
     ($($may:tt)*) => {
         concat!(
             "bucket AS MATERIALIZED ( \
-                SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) \
-                 WHERE ", $($may)*, "), \
-             tko AS ( \
+                SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) WHERE ",
+            $($may)*,
+            ")"
+        )
+    };
+}
+
+/// CTE `tko`: takes over an expired lease of $1 for $2 with a lease of $3
+/// ms (0: none); the new token. Concurrent takers: the row lock lets one
+/// win, the others re-check the new lease and skip.
+macro_rules! takeover {
+    () => {
+        concat!(
+            "tko AS ( \
                 UPDATE dss.locks \
                    SET owner = $2, token = nextval('dss.lock_token_seq'), locked_at = now(), \
                        ts = now(), ttl_ms = $3, expires_at = ",
             expiry!("$3"),
             " WHERE id = $1 AND expires_at <= now() AND EXISTS (SELECT 1 FROM bucket) \
-                RETURNING token), \
-             ins AS ( \
+                RETURNING token)"
+        )
+    };
+}
+
+/// CTE `ins`: inserts $1 for $2 (lease $3 ms) if free, while `$cond`
+/// holds; the new token. ON CONFLICT waits for a concurrent inserter or
+/// deleter of the id, then inserts or gives up, without an error and
+/// without locking the holder's row.
+macro_rules! insert {
+    ($($cond:tt)*) => {
+        concat!(
+            "ins AS ( \
                 INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) \
                 SELECT $1, $2, nextval('dss.lock_token_seq'), $3, ",
             expiry!("$3"),
-            " FROM bucket WHERE NOT EXISTS (SELECT 1 FROM tko) \
-                ON CONFLICT (id) DO NOTHING \
-                RETURNING token), \
-             got AS ( \
-                SELECT token, 'takeover' AS event FROM tko \
-                UNION ALL SELECT token, 'acquire' FROM ins), \
-             hist AS ( \
+            " FROM bucket WHERE ",
+            $($cond)*,
+            " ON CONFLICT (id) DO NOTHING \
+                RETURNING token)"
+        )
+    };
+}
+
+/// CTE `hist`: records the acquisitions of CTE `$from` (column `token`)
+/// as `$event`.
+macro_rules! record {
+    ($event:literal, $from:literal) => {
+        concat!(
+            "hist AS ( \
                 INSERT INTO dss.lock_history (event, id, owner, token) \
-                SELECT event, $1, $2, token FROM got)"
+                SELECT ",
+            $event,
+            ", $1, $2, token FROM ",
+            $from,
+            ")"
         )
     };
 }
 
 /// `dss_lock` (ttl 0) and `dss_lock_lease`: $1 id, $2 owner, $3 ttl_ms.
-/// The new token, NULL if held (see `acquire!`).
+/// (new token, NULL if not taken; when not taken, whether the holder's
+/// lease has expired, NULL if no holder is seen). A free id is taken here;
+/// an expired lease by [`TAKEOVER`], run only then: the common path plans
+/// and starts no UPDATE. A failed attempt writes nothing and locks no row.
 pub static LOCK: Query = Query {
-    text: concat!("WITH ", acquire!("true"), " SELECT (SELECT token FROM got)"),
+    text: concat!(
+        "WITH ",
+        bucket!("true"),
+        ", ",
+        insert!("true"),
+        ", ",
+        record!("'acquire'", "ins"),
+        " SELECT t.token, CASE WHEN t.token IS NULL THEN \
+                (SELECT expires_at <= now() FROM dss.locks WHERE id = $1) END \
+           FROM (SELECT (SELECT token FROM ins) AS token) AS t"
+    ),
+    params: &[TEXT, TEXT, INT8],
+};
+
+/// `dss_lock` after [`LOCK`] saw an expired lease: $1 id, $2 owner, $3
+/// ttl_ms. The new token, NULL if the lease is no longer expired (renewed,
+/// taken over or released meanwhile: [`LOCK`] is tried again then).
+pub static TAKEOVER: Query = Query {
+    text: concat!(
+        "WITH ",
+        bucket!("true"),
+        ", ",
+        takeover!(),
+        ", ",
+        record!("'takeover'", "tko"),
+        " SELECT (SELECT token FROM tko)"
+    ),
     params: &[TEXT, TEXT, INT8],
 };
 
@@ -148,7 +206,16 @@ pub static WAIT_TRY: Query = Query {
              WHERE w.id = $1 AND ($4 = 0 OR w.ticket < $4) \
                AND w.ticket NOT IN (SELECT ticket FROM purge)), \
          ",
-        acquire!("NOT EXISTS (SELECT 1 FROM ahead)"),
+        bucket!("NOT EXISTS (SELECT 1 FROM ahead)"),
+        ", ",
+        takeover!(),
+        ", ",
+        insert!("NOT EXISTS (SELECT 1 FROM tko)"),
+        ", \
+         got AS ( \
+            SELECT token, 'takeover' AS event FROM tko \
+            UNION ALL SELECT token, 'acquire' FROM ins), ",
+        record!("event", "got"),
         ", \
          done AS ( \
             DELETE FROM dss.lock_waiters WHERE ticket = $4 AND EXISTS (SELECT 1 FROM got)), \

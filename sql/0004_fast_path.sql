@@ -6,16 +6,17 @@
 -- tokens keep coming from dss.lock_token_seq, so every id's next token is
 -- above its last one.
 --
--- Where the time went (measured with pgbench and pg_stat_wal, see
--- BENCHMARKS.md): schema 3 wrote 12 WAL records, 2 000 bytes per lock +
--- unlock pair, most of it full-page images of the history index on
--- (id, seq), whose insertions land on random pages; and every acquisition
--- probed that index again, from PL/pgSQL, to keep tokens increasing. Now:
+-- Where the time went (pgbench and pg_stat_wal; scripts/wal_per_pair.sh
+-- shows it): schema 3 wrote 12 WAL records, 2 000 bytes per lock + unlock
+-- pair, most of it full-page images of the history index on (id, seq),
+-- whose insertions land on random pages; and every acquisition probed that
+-- index again, from PL/pgSQL, to keep tokens increasing. Now:
 -- * the history has no index on the hot path (only BRIN on `at`, which
---   costs nothing while the newest range is unsummarised): 7 records,
---   ~500 bytes per pair;
+--   costs nothing while the newest range is unsummarised): about 10
+--   records, 800 bytes per pair, no full-page images (the minimal pair of
+--   INSERT and DELETE: 5 records, 300 bytes);
 -- * tokens increase per id without reading the history: see "Tokens";
--- * dss_lock is one plain SQL statement (src/sql/lock.rs), no PL/pgSQL.
+-- * dss_lock is plain SQL (src/sql/lock.rs), no PL/pgSQL.
 
 BEGIN;
 SET LOCAL client_min_messages = warning;

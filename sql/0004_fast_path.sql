@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS dss.settings (
 CREATE OR REPLACE FUNCTION dss.settings_apply()
 RETURNS trigger
 LANGUAGE plpgsql AS $fn$
+DECLARE
+    ok boolean;
 BEGIN
     IF NEW.key = 'history' THEN
         IF NEW.value NOT IN ('on', 'off') THEN
@@ -54,24 +56,21 @@ BEGIN
                 USING ERRCODE = '22023';
         END IF;
         IF NEW.value = 'off' THEN
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                            WHERE tgrelid = 'dss.lock_history'::regclass
-                              AND tgname = 'lock_history_off') THEN
-                CREATE TRIGGER lock_history_off BEFORE INSERT ON dss.lock_history
-                    FOR EACH ROW EXECUTE FUNCTION dss.lock_history_drop();
-            END IF;
+            CREATE OR REPLACE TRIGGER lock_history_off BEFORE INSERT ON dss.lock_history
+                FOR EACH ROW EXECUTE FUNCTION dss.lock_history_drop();
         ELSE
             DROP TRIGGER IF EXISTS lock_history_off ON dss.lock_history;
         END IF;
     ELSIF NEW.key = 'history_retention' THEN
         BEGIN
-            IF NEW.value::interval < interval '0' THEN
-                RAISE EXCEPTION USING ERRCODE = '22007';
-            END IF;
-        EXCEPTION WHEN OTHERS THEN
+            ok := NEW.value::interval >= interval '0';
+        EXCEPTION WHEN OTHERS THEN   -- not an interval
+            ok := false;
+        END;
+        IF NOT ok THEN
             RAISE EXCEPTION 'dss.settings: history_retention must be an interval >= 0 (''30 days'', ''0''), not "%"',
                 NEW.value USING ERRCODE = '22023';
-        END;
+        END IF;
     END IF;
     RETURN NEW;
 END
@@ -85,8 +84,7 @@ BEGIN
 END
 $fn$;
 
-DROP TRIGGER IF EXISTS settings_apply ON dss.settings;
-CREATE TRIGGER settings_apply BEFORE INSERT OR UPDATE ON dss.settings
+CREATE OR REPLACE TRIGGER settings_apply BEFORE INSERT OR UPDATE ON dss.settings
     FOR EACH ROW EXECUTE FUNCTION dss.settings_apply();
 
 INSERT INTO dss.settings (key, value) VALUES ('history', 'on'), ('history_retention', '30 days')
@@ -158,6 +156,7 @@ DECLARE
     c_ord bigint;
     c_id text;
     c_holder text;
+    exp timestamptz := CASE WHEN p_ttl_ms > 0 THEN now() + p_ttl_ms * interval '1 millisecond' END;
 BEGIN
     PERFORM count(pg_advisory_xact_lock(7235443, b.bucket))
        FROM (SELECT DISTINCT hashtext(r.id) & 4095 AS bucket FROM unnest(p_ids) AS r(id)
@@ -168,8 +167,7 @@ BEGIN
     BEGIN
         WITH ins AS (
             INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at)
-            SELECT r.id, p_owner, nextval('dss.lock_token_seq'), p_ttl_ms,
-                   CASE WHEN p_ttl_ms > 0 THEN now() + p_ttl_ms * interval '1 millisecond' END
+            SELECT r.id, p_owner, nextval('dss.lock_token_seq'), p_ttl_ms, exp
               FROM unnest(p_ids) AS r(id)
              ORDER BY r.id COLLATE "C"
             RETURNING id, token)
@@ -182,8 +180,7 @@ BEGIN
     BEGIN
         WITH acq AS (
             INSERT INTO dss.locks AS l (id, owner, token, ttl_ms, expires_at)
-            SELECT r.id, p_owner, nextval('dss.lock_token_seq'), p_ttl_ms,
-                   CASE WHEN p_ttl_ms > 0 THEN now() + p_ttl_ms * interval '1 millisecond' END
+            SELECT r.id, p_owner, nextval('dss.lock_token_seq'), p_ttl_ms, exp
               FROM unnest(p_ids) AS r(id)
              ORDER BY r.id COLLATE "C"
             ON CONFLICT (id) DO UPDATE

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 use dss::config::Settings;
@@ -19,24 +19,6 @@ use serde_json::Value;
 /// config file is pointed nowhere so that the host's cannot interfere).
 fn dssctl(args: &[&str]) -> Output {
     base().args(args).output().expect("run dssctl")
-}
-
-/// dssctl connected with --conninfo only.
-fn dssctl_on(conninfo: &str, args: &[&str]) -> Output {
-    let mut cmd = base();
-    cmd.env_remove("PHOBOS_DSS_connect_string")
-        .arg("--conninfo")
-        .arg(conninfo)
-        .args(args);
-    cmd.output().expect("run dssctl")
-}
-
-fn base() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dssctl"));
-    cmd.env("PHOBOS_DSS_connect_string", conninfo())
-        .env("PHOBOS_CFG_FILE", "/nonexistent/phobos.conf")
-        .env("USER", "cli-tester");
-    cmd
 }
 
 fn code(out: &Output) -> i32 {

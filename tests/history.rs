@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,12 +19,7 @@ fn count(c: &mut postgres::Client, sql: &str) -> i64 {
 }
 
 fn dssctl(db: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dssctl"))
-        .arg("--conninfo")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = dssctl_on(db, args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -9,7 +9,7 @@
 pub mod server;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use dss::config::Settings;
@@ -177,4 +177,24 @@ pub fn expire_kv(bucket: &str, key: &str) {
         )
         .unwrap();
     assert_eq!(n, 1, "{bucket}/{key} exists");
+}
+
+/// dssctl, connected to the test cluster through the environment variable
+/// (the config file is pointed nowhere so that the host's cannot interfere).
+pub fn base() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dssctl"));
+    cmd.env("PHOBOS_DSS_connect_string", conninfo())
+        .env("PHOBOS_CFG_FILE", "/nonexistent/phobos.conf")
+        .env("USER", "cli-tester");
+    cmd
+}
+
+/// dssctl with `args`, connected with --conninfo only.
+pub fn dssctl_on(conninfo: &str, args: &[&str]) -> Output {
+    let mut cmd = base();
+    cmd.env_remove("PHOBOS_DSS_connect_string")
+        .arg("--conninfo")
+        .arg(conninfo)
+        .args(args);
+    cmd.output().expect("run dssctl")
 }

@@ -136,8 +136,14 @@ pub fn unlock(h: &Handle, id: &str, owner: Option<&str>, actor: &str) -> Result<
     match owner {
         Some(owner) => {
             let seen = h.run("unlock", |c| {
-                c.query_one(&q::UNLOCK, &[&id, &owner])
-                    .map(|row| Seen::read(&row, 0))
+                if let Some(row) = c.query_opt(&q::UNLOCK, &[&id, &owner])? {
+                    return Ok(Seen::removed(row.get(0)));
+                }
+                // Nothing removed, nothing changed: read why.
+                let holder = c.query_opt(&q::HOLDER, &[&id])?;
+                Ok(Seen::not_removed(
+                    holder.map(|row| (row.get(0), row.get(1))),
+                ))
             })?;
             seen.outcome("unlock", id, owner)
         }
@@ -336,6 +342,30 @@ impl Seen {
             done_expired: row.get(at + 1),
             holder: row.get(at + 2),
             holder_expired: row.get(at + 3),
+        }
+    }
+
+    /// The caller's own row was acted on; `expired`: its lease had run out.
+    pub(crate) fn removed(expired: bool) -> Seen {
+        Seen {
+            done: true,
+            done_expired: expired,
+            holder: None,
+            holder_expired: false,
+        }
+    }
+
+    /// Nothing was done; `holder`: (owner, expired) of the id's row, if any.
+    pub(crate) fn not_removed(holder: Option<(String, bool)>) -> Seen {
+        let (holder, holder_expired) = match holder {
+            Some((owner, expired)) => (Some(owner), expired),
+            None => (None, false),
+        };
+        Seen {
+            done: false,
+            done_expired: false,
+            holder,
+            holder_expired,
         }
     }
 

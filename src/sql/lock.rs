@@ -259,9 +259,10 @@ pub static REFRESH: Query = Query {
     params: &[TEXT, TEXT],
 };
 
-/// `dss_unlock` with an owner: $1 id, $2 owner. An expired lease of that
-/// owner is removed too (and reported as such). The holder is read only
-/// when nothing was removed (same snapshot).
+/// `dss_unlock` with an owner: $1 id, $2 owner. One row (expired) if the
+/// owner's lock was removed: an expired lease of that owner is removed too,
+/// and reported as such; no row if nothing was removed, and then HOLDER
+/// says why (read only on failure: it is not on the pair's hot path).
 pub static UNLOCK: Query = Query {
     text: concat!(
         "WITH del AS ( \
@@ -272,14 +273,15 @@ pub static UNLOCK: Query = Query {
          hist AS ( \
             INSERT INTO dss.lock_history (event, id, owner, token) \
             SELECT 'release', $1, $2, token FROM del) \
-         SELECT d.token IS NOT NULL, coalesce(d.expired, false), \
-                CASE WHEN d.token IS NULL THEN (SELECT owner FROM dss.locks WHERE id = $1) END, \
-                CASE WHEN d.token IS NULL \
-                     THEN coalesce((SELECT expires_at <= now() FROM dss.locks WHERE id = $1), false) \
-                     ELSE false END \
-           FROM (SELECT 1) AS one LEFT JOIN del AS d ON true"
+         SELECT expired FROM del"
     ),
     params: &[TEXT, TEXT],
+};
+
+/// Why a call on $1 id failed: (owner, expired) of its row, if any.
+pub static HOLDER: Query = Query {
+    text: "SELECT owner, coalesce(expires_at <= now(), false) FROM dss.locks WHERE id = $1",
+    params: &[TEXT],
 };
 
 /// `dss_unlock` with a NULL owner (force): $1 id, $2 actor (recorded in the

@@ -20,14 +20,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 pairs=${1:-15000}
 runs=${2:-3}
 secs=${3:-4}
-dir=$(mktemp -d /tmp/dss-ladder.XXXXXX)
-rmdir "$dir"
-trap 'sh "$here/pgtmp.sh" destroy "$dir" >/dev/null 2>&1 || true' EXIT
-sh "$here/pgtmp.sh" start "$dir" >/dev/null
-ci=$(cat "$dir/conninfo")
+. "$here/pair_cluster.sh"
 export PGOPTIONS="-c enable_seqscan=off"
 psql -X -q -v ON_ERROR_STOP=1 "$ci" <<'EOF'
-CREATE TABLE public.minimal_lock (id text PRIMARY KEY, owner text, ts timestamptz DEFAULT now());
 CREATE SEQUENCE public.tok;
 CREATE TABLE public.tlock (id text COLLATE "C" PRIMARY KEY, owner text COLLATE "C" NOT NULL,
     token bigint NOT NULL, ts timestamptz NOT NULL DEFAULT now());
@@ -36,11 +31,6 @@ CREATE TABLE public.hist (at timestamptz NOT NULL DEFAULT now(), event text NOT 
 CREATE TABLE public.cpu (tag text, stat text);
 EOF
 
-id="('k' || :client_id || '.' || :n)"
-lib() { # the C string of BENCH_SQL_$1, parameters replaced
-    sed -n "s/^#define BENCH_SQL_$1 \"\(.*\)\"\$/\1/p" "$here/../examples/dss_bench.c" |
-        sed -e "s/\\\$1/$id/g" -e "s/\\\$2/'o'::text/g" -e "s/\\\$3/0::int8/g"
-}
 hist() { # $1 event, $2 table, $3 CTE name
     echo "INSERT INTO $2 (event, id, owner, token) SELECT '$1', $id, 'o', token FROM $3"
 }
@@ -64,10 +54,10 @@ rung +on_conflict "WITH ins AS ($ins_dss ON CONFLICT (id) DO NOTHING RETURNING t
     "$unlock_dss"
 rung +holder_expired "WITH ins AS ($ins_dss ON CONFLICT (id) DO NOTHING RETURNING token), h AS ($(hist acquire dss.lock_history ins)) SELECT t.token, CASE WHEN t.token IS NULL THEN (SELECT expires_at <= now() FROM dss.locks WHERE id = $id) END FROM (SELECT (SELECT token FROM ins) AS token) AS t" \
     "$unlock_dss"
-rung +bucket+lease "$(lib LOCK)" "$unlock_dss"
-rung +waiter_wakeup "$(lib LOCK)" \
+rung +bucket+lease "$(bench_sql LOCK)" "$unlock_dss"
+rung +waiter_wakeup "$(bench_sql LOCK)" \
     "WITH del AS ($del_dss RETURNING l.token, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END) $(hist release dss.lock_history del)"
-rung library "$(lib LOCK)" "$(lib UNLOCK)"
+rung library "$(bench_sql LOCK)" "$(bench_sql UNLOCK)"
 
 cpu() { # rung, run: the serving backend's CPU ticks at the first and the last pair
     t="$1.$2"

@@ -17,26 +17,14 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 pairs=${1:-3000}
 secs=${2:-5}
-dir=$(mktemp -d /tmp/dss-wal.XXXXXX)
-rmdir "$dir"
-trap 'sh "$here/pgtmp.sh" destroy "$dir" >/dev/null 2>&1 || true' EXIT
-sh "$here/pgtmp.sh" start "$dir" >/dev/null
-ci=$(cat "$dir/conninfo")
+. "$here/pair_cluster.sh"
 export PGOPTIONS="-c enable_seqscan=off -c synchronous_commit=${SYNC:-on}"
-psql -X -q -v ON_ERROR_STOP=1 "$ci" -c \
-    "CREATE TABLE public.minimal_lock (id text PRIMARY KEY, owner text, ts timestamptz DEFAULT now())"
-
-id="('k' || :client_id || '.' || :n)"
-stmt() { # the C string of BENCH_SQL_$1, parameters replaced
-    sed -n "s/^#define BENCH_SQL_$1 \"\(.*\)\"\$/\1/p" "$here/../examples/dss_bench.c" |
-        sed -e "s/\\\$1/$id/g" -e "s/\\\$2/'owner-x'::text/g" -e "s/\\\$3/0::int8/g"
-}
 w=$dir/scripts
 mkdir -p "$w"
 printf '%s\n' '\set n random(1, 2000000000)' \
-    "INSERT INTO public.minimal_lock (id, owner) VALUES ($id, 'owner-x');" \
-    "DELETE FROM public.minimal_lock WHERE id = $id AND owner = 'owner-x';" >"$w/minimal.sql"
-printf '%s\n' '\set n random(1, 2000000000)' "$(stmt LOCK);" "$(stmt UNLOCK);" >"$w/library.sql"
+    "INSERT INTO public.minimal_lock (id, owner) VALUES ($id, 'o');" \
+    "DELETE FROM public.minimal_lock WHERE id = $id AND owner = 'o';" >"$w/minimal.sql"
+printf '%s\n' '\set n random(1, 2000000000)' "$(bench_sql LOCK);" "$(bench_sql UNLOCK);" >"$w/library.sql"
 
 wal() { psql -X -At -F' ' "$ci" -c "SELECT wal_records, wal_bytes, wal_fpi FROM pg_stat_wal"; }
 tps() { pgbench -n -M prepared -c "$1" -j "$1" -T "$secs" -f "$w/$2.sql" "$ci" 2>&1 | awk '/^tps/ {print $3}'; }

@@ -357,15 +357,11 @@ impl Seen {
 
     /// Nothing was done; `holder`: (owner, expired) of the id's row, if any.
     pub(crate) fn not_removed(holder: Option<(String, bool)>) -> Seen {
-        let (holder, holder_expired) = match holder {
-            Some((owner, expired)) => (Some(owner), expired),
-            None => (None, false),
-        };
         Seen {
             done: false,
             done_expired: false,
-            holder,
-            holder_expired,
+            holder_expired: holder.as_ref().is_some_and(|(_, expired)| *expired),
+            holder: holder.map(|(owner, _)| owner),
         }
     }
 

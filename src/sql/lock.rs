@@ -74,6 +74,13 @@ macro_rules! wake_waiters_of {
     };
 }
 
+/// The row of $1, if any: its owner and whether its lease expired.
+macro_rules! holder {
+    () => {
+        "SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1"
+    };
+}
+
 /// A lease is live: not expired.
 macro_rules! live {
     () => {
@@ -244,9 +251,9 @@ pub static WAIT_LEAVE: Query = Query {
 /// (a lock without ttl only gets a new timestamp).
 pub static REFRESH: Query = Query {
     text: concat!(
-        "WITH cur AS ( \
-            SELECT owner, coalesce(expires_at <= now(), false) AS expired \
-              FROM dss.locks WHERE id = $1), \
+        "WITH cur AS ( ",
+        holder!(),
+        "), \
          upd AS ( \
             UPDATE dss.locks SET ts = now(), expires_at = ",
         expiry!("ttl_ms"),
@@ -280,7 +287,7 @@ pub static UNLOCK: Query = Query {
 
 /// Why a call on $1 id failed: (owner, expired) of its row, if any.
 pub static HOLDER: Query = Query {
-    text: "SELECT owner, coalesce(expires_at <= now(), false) FROM dss.locks WHERE id = $1",
+    text: holder!(),
     params: &[TEXT],
 };
 

@@ -199,7 +199,7 @@ fn apply(db: &str, files: &[&str]) {
 }
 
 #[test]
-fn migration_from_schema_3_keeps_what_is_held() {
+fn migrations_from_schema_3_keep_what_is_held() {
     let db = fresh_database("mig_from_3");
     apply(&db, &["0001_locks.sql", "0002_leases.sql", "0003_kv.sql"]);
     let mut c = connect(&db);
@@ -227,6 +227,12 @@ fn migration_from_schema_3_keeps_what_is_held() {
     );
 
     apply(&db, &["0004_fast_path.sql"]);
+    assert_eq!(
+        server::open(&db).err().map(|e| e.errno()),
+        Some(-libc::EPROTO),
+        "a schema-4 database is refused by this library"
+    );
+    apply(&db, &["0005_domains.sql"]);
     let h = server::open(&db).unwrap();
     assert_eq!(lock::status(&h, "held").unwrap().owner, "a");
     assert_eq!(errno(lock::lock(&h, "held", "z", 0)), -libc::EEXIST);
@@ -254,8 +260,34 @@ fn migration_from_schema_3_keeps_what_is_held() {
     );
     assert_eq!(
         count(&mut c, "SELECT max(version)::int8 FROM dss.schema_info"),
-        4
+        5
     );
+    // The limits hold for any writer, as domains now (0005), same SQLSTATE.
+    for bad in [
+        format!(
+            "INSERT INTO dss.locks (id, owner) VALUES ('{}', 'o')",
+            "x".repeat(2049)
+        ),
+        "INSERT INTO dss.locks (id, owner) VALUES ('', 'o')".to_string(),
+        format!(
+            "INSERT INTO dss.locks (id, owner) VALUES ('i', '{}')",
+            "o".repeat(257)
+        ),
+        "INSERT INTO dss.locks (id, owner, ttl_ms) VALUES ('i', 'o', -1)".to_string(),
+        "UPDATE dss.locks SET ttl_ms = -5 WHERE id = 'leased'".to_string(),
+        "INSERT INTO dss.lock_history (event, id, owner, token) VALUES ('bogus', 'i', 'o', 1)"
+            .to_string(),
+    ] {
+        let code = c
+            .batch_execute(&bad)
+            .unwrap_err()
+            .code()
+            .map(|s| s.code().to_string());
+        assert_eq!(code.as_deref(), Some("23514"), "{bad}");
+    }
+    let two_k = "x".repeat(2048);
+    lock::lock(&h, &two_k, &"o".repeat(256), 0).unwrap();
+    lock::unlock(&h, &two_k, Some(&"o".repeat(256)), "t").unwrap();
     let hist: Vec<(String, String)> = lock::history(&h, "gone", 10)
         .unwrap()
         .into_iter()

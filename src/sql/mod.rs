@@ -28,7 +28,7 @@ pub mod lock;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Settings of every library session, set once when it is opened
 /// ([`session_settings_sql`]; one round trip per session, not per call). `enable_seqscan = off`: every statement here finds its
@@ -63,6 +63,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_fast_path.sql",
         include_str!("../../sql/0004_fast_path.sql"),
+    ),
+    (
+        "0005_domains.sql",
+        include_str!("../../sql/0005_domains.sql"),
     ),
 ];
 

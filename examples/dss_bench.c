@@ -92,8 +92,8 @@
  * resolved; one line each). A cargo test (tests/bench_sql.rs) compares them:
  * change them only together with the library. Nothing else goes here.
  */
-#define BENCH_SQL_LOCK "WITH bucket AS MATERIALIZED ( SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) WHERE true), ins AS ( INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) SELECT $1, $2, nextval('dss.lock_token_seq'), $3, CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END FROM bucket WHERE true ON CONFLICT (id) DO NOTHING RETURNING token), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'acquire', $1, $2, token FROM ins) SELECT t.token, CASE WHEN t.token IS NULL THEN (SELECT expires_at <= now() FROM dss.locks WHERE id = $1) END FROM (SELECT (SELECT token FROM ins) AS token) AS t"
-#define BENCH_SQL_REFRESH "WITH cur AS ( SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1), upd AS ( UPDATE dss.locks SET ts = now(), expires_at = CASE WHEN ttl_ms > 0 THEN now() + ttl_ms * interval '1 millisecond' END WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > now()) RETURNING 1) SELECT EXISTS (SELECT 1 FROM upd), false, (SELECT owner FROM cur), coalesce((SELECT expired FROM cur), false)"
+#define BENCH_SQL_LOCK "WITH bucket AS MATERIALIZED ( SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) WHERE true), ins AS ( INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) SELECT $1, $2, nextval('dss.lock_token_seq'), $3, CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END FROM bucket WHERE true ON CONFLICT (id) DO NOTHING RETURNING token), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'acquire', $1, $2, token FROM ins) SELECT token FROM ins"
+#define BENCH_SQL_REFRESH "UPDATE dss.locks SET ts = now(), expires_at = CASE WHEN ttl_ms > 0 THEN now() + ttl_ms * interval '1 millisecond' END WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > now()) RETURNING 1"
 #define BENCH_SQL_UNLOCK "WITH del AS ( DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', $1, $2, token FROM del) SELECT expired FROM del"
 #define BENCH_SQL_STATUS "SELECT owner, ts FROM dss.locks WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())"
 #define BENCH_SQL_LOCK_MANY "SELECT conflict_ord, holder FROM dss.lock_many($1, $2, $3)"
@@ -822,8 +822,9 @@ static bool seen_shape(const PGresult *r, int at)
     return true;
 }
 
-/* LOCK ($3 ttl 0, as dss_lock): one row, the new token, NULL if held (then
- * whether the holder's lease expired: never here, no leases). */
+/* LOCK ($3 ttl 0, as dss_lock): one row, the new token, if taken; no row if
+ * held (-EEXIST here: the library then reads HOLDER, a path the pair never
+ * takes). */
 static int base_lock(PGconn *c, const char *id, const char *owner, uint64_t *token)
 {
     char ttl[8];
@@ -832,11 +833,11 @@ static int base_lock(PGconn *c, const char *id, const char *owner, uint64_t *tok
     int len[3] = { (int)strlen(id), (int)strlen(owner), 8 };
     PGresult *r = PQexecPrepared(c, "lock", 3, p, len, bin, 1);
     int rc;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 2 || PQntuples(r) != 1)
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) > 1)
         rc = base_error(c, r, "lock");
-    else if (PQgetisnull(r, 0, 0))
+    else if (PQntuples(r) == 0)
         rc = -EEXIST;
-    else if (PQgetlength(r, 0, 0) != 8)
+    else if (PQgetisnull(r, 0, 0) || PQgetlength(r, 0, 0) != 8)
         rc = base_error(c, r, "lock (unexpected row)");
     else {
         *token = be64(PQgetvalue(r, 0, 0));
@@ -846,18 +847,18 @@ static int base_lock(PGconn *c, const char *id, const char *owner, uint64_t *tok
     return rc;
 }
 
-/* REFRESH / UNLOCK: one row, read as the library reads it. */
-static int base_seen(PGconn *c, const char *stmt, const char *id, const char *owner)
+/* REFRESH: one row if refreshed; no row if not (-ENOLCK here: the library
+ * then reads why with HOLDER). */
+static int base_refresh(PGconn *c, const char *id, const char *owner)
 {
     const char *p[2] = { id, owner };
     int len[2] = { (int)strlen(id), (int)strlen(owner) };
-    PGresult *r = PQexecPrepared(c, stmt, 2, p, len, bin, 1);
+    PGresult *r = PQexecPrepared(c, "refresh", 2, p, len, bin, 1);
     int rc;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQnfields(r) != 4
-        || !seen_shape(r, 0))
-        rc = base_error(c, r, stmt);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) > 1)
+        rc = base_error(c, r, "refresh");
     else
-        rc = seen_outcome(r, 0, owner);
+        rc = PQntuples(r) == 1 ? 0 : -ENOLCK;
     PQclear(r);
     return rc;
 }
@@ -1358,7 +1359,7 @@ static inline int op_refresh(struct worker *w, const char *id)
         break;
     }
     PGconn *c = base_take(w);
-    int rc = base_seen(c, "refresh", id, w->owner);
+    int rc = base_refresh(c, id, w->owner);
     base_give(c);
     return rc;
 }

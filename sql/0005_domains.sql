@@ -5,7 +5,11 @@
 -- lock). Held locks, leases, tokens and history rows are kept; the rules are
 -- the same (id 1 to 2048 bytes, owner at most 256 bytes, lease >= 0 ms,
 -- history events from a fixed list), and a violation is still SQLSTATE
--- 23514, which the library maps to -EINVAL.
+-- 23514, which the library maps to -EINVAL. Results carry the base types
+-- (text, bigint); a parameter written straight into one of these columns is
+-- inferred as the domain, which strictly typed clients (Rust's postgres
+-- crate) refuse for a string: cast it ($1::text), as the library declares its
+-- parameters.
 --
 -- Why: PostgreSQL rebuilds a table's CHECK constraints from their stored
 -- form (parse and plan the expression) in every statement that writes the

@@ -10,6 +10,7 @@ use crate::pq::Row;
 
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
+use crate::pool::Conn;
 use crate::sql::lock as q;
 
 /// Longest lock id, in bytes (phobos's `PHO_DSS_MAX_LOCK_ID_LEN`).
@@ -76,29 +77,35 @@ pub(crate) fn ttl_param(ttl_ms: u64) -> Result<i64> {
 /// holds it.
 pub fn lock(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
     let ttl = ttl_param(ttl_ms)?;
-    // A free id: one statement. An expired lease: TAKEOVER, then LOCK again
-    // if the lease changed meanwhile (renewed: held; released: free). Each
-    // statement's result is definite, so trying again is safe; the rounds
-    // are bounded by a lease that keeps expiring and being released between
-    // the statements, which a few rounds make unlikely enough to report as
-    // held.
+    // A free id: one statement. A held one: HOLDER, then TAKEOVER if its
+    // lease expired, and LOCK again if the id changed meanwhile (released:
+    // free; renewed: held). Each statement's result is definite, so trying
+    // again is safe; the rounds are bounded by a lease that keeps expiring
+    // and being released between the statements, which a few rounds make
+    // unlikely enough to report as held.
+    enum Attempt {
+        Taken(i64),
+        Held,
+        Changed,
+    }
     for _ in 0..4 {
-        let (token, expired) = h.run("lock", |c| {
-            c.query_one(&q::LOCK, &[&id, &owner, &ttl])
-                .map(|row| (row.get::<Option<i64>>(0), row.get::<Option<bool>>(1)))
+        let attempt = h.run("lock", |c| {
+            if let Some(row) = c.query_opt(&q::LOCK, &[&id, &owner, &ttl])? {
+                return Ok(Attempt::Taken(row.get(0)));
+            }
+            Ok(match c.query_opt(&q::HOLDER, &[&id])? {
+                Some(row) if row.get::<bool>(1) => c
+                    .query_one(&q::TAKEOVER, &[&id, &owner, &ttl])?
+                    .get::<Option<i64>>(0)
+                    .map_or(Attempt::Changed, Attempt::Taken),
+                Some(_) => Attempt::Held,
+                None => Attempt::Changed,
+            })
         })?;
-        if let Some(token) = token {
-            return Ok(token as u64);
-        }
-        if expired != Some(true) {
-            break;
-        }
-        let token = h.run("lock", |c| {
-            c.query_one(&q::TAKEOVER, &[&id, &owner, &ttl])
-                .map(|row| row.get::<Option<i64>>(0))
-        })?;
-        if let Some(token) = token {
-            return Ok(token as u64);
+        match attempt {
+            Attempt::Taken(token) => return Ok(token as u64),
+            Attempt::Held => break,
+            Attempt::Changed => {}
         }
     }
     Err(Error::new(
@@ -122,8 +129,10 @@ pub fn lease(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
 /// the caller's lease ran out (nothing changes in those cases).
 pub fn refresh(h: &Handle, id: &str, owner: &str) -> Result<()> {
     let seen = h.run("refresh", |c| {
-        c.query_one(&q::REFRESH, &[&id, &owner])
-            .map(|row| Seen::read(&row, 0))
+        if c.query_opt(&q::REFRESH, &[&id, &owner])?.is_some() {
+            return Ok(Seen::done(false));
+        }
+        why(c, id)
     })?;
     seen.outcome("refresh", id, owner)
 }
@@ -137,13 +146,9 @@ pub fn unlock(h: &Handle, id: &str, owner: Option<&str>, actor: &str) -> Result<
         Some(owner) => {
             let seen = h.run("unlock", |c| {
                 if let Some(row) = c.query_opt(&q::UNLOCK, &[&id, &owner])? {
-                    return Ok(Seen::removed(row.get(0)));
+                    return Ok(Seen::done(row.get(0)));
                 }
-                // Nothing removed, nothing changed: read why.
-                let holder = c.query_opt(&q::HOLDER, &[&id])?;
-                Ok(Seen::not_removed(
-                    holder.map(|row| (row.get(0), row.get(1))),
-                ))
+                why(c, id)
             })?;
             seen.outcome("unlock", id, owner)
         }
@@ -155,6 +160,12 @@ pub fn unlock(h: &Handle, id: &str, owner: Option<&str>, actor: &str) -> Result<
             if released { Ok(()) } else { Err(no_lock(id)) }
         }
     }
+}
+
+/// Why a call on `id` did nothing (and so changed nothing): its holder.
+fn why(c: &mut Conn, id: &str) -> crate::pq::Result<Seen> {
+    let holder = c.query_opt(&q::HOLDER, &[&id])?;
+    Ok(Seen::not_done(holder.map(|row| (row.get(0), row.get(1)))))
 }
 
 /// Who holds `id` and since when (taken or refreshed). `NoLock` if absent
@@ -345,8 +356,9 @@ impl Seen {
         }
     }
 
-    /// The caller's own row was acted on; `expired`: its lease had run out.
-    pub(crate) fn removed(expired: bool) -> Seen {
+    /// The caller's own row was acted on (removed, refreshed); `expired`: its
+    /// lease had run out.
+    pub(crate) fn done(expired: bool) -> Seen {
         Seen {
             done: true,
             done_expired: expired,
@@ -356,7 +368,7 @@ impl Seen {
     }
 
     /// Nothing was done; `holder`: (owner, expired) of the id's row, if any.
-    pub(crate) fn not_removed(holder: Option<(String, bool)>) -> Seen {
+    pub(crate) fn not_done(holder: Option<(String, bool)>) -> Seen {
         Seen {
             done: false,
             done_expired: false,

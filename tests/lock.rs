@@ -95,7 +95,7 @@ fn status_timestamp_is_the_database_clock_in_utc() {
     let id2 = uid("ts-fixed");
     c.execute("SET TimeZone = 'America/New_York'", &[]).unwrap();
     c.execute(
-        "INSERT INTO dss.locks (id, owner, ts) VALUES ($1, 'o', '2021-07-01 12:00:00.123456+02')",
+        "INSERT INTO dss.locks (id, owner, ts) VALUES ($1::text, 'o', '2021-07-01 12:00:00.123456+02')",
         &[&id2],
     )
     .unwrap();

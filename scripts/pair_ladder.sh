@@ -52,8 +52,6 @@ rung +token+history \
 rung +dss_tables "WITH ins AS ($ins_dss RETURNING token) $(hist acquire dss.lock_history ins)" "$unlock_dss"
 rung +on_conflict "WITH ins AS ($ins_dss ON CONFLICT (id) DO NOTHING RETURNING token) $(hist acquire dss.lock_history ins)" \
     "$unlock_dss"
-rung +holder_expired "WITH ins AS ($ins_dss ON CONFLICT (id) DO NOTHING RETURNING token), h AS ($(hist acquire dss.lock_history ins)) SELECT t.token, CASE WHEN t.token IS NULL THEN (SELECT expires_at <= now() FROM dss.locks WHERE id = $id) END FROM (SELECT (SELECT token FROM ins) AS token) AS t" \
-    "$unlock_dss"
 rung +bucket+lease "$(bench_sql LOCK)" "$unlock_dss"
 rung +waiter_wakeup "$(bench_sql LOCK)" \
     "WITH del AS ($del_dss RETURNING l.token, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END) $(hist release dss.lock_history del)"

@@ -77,13 +77,6 @@ macro_rules! wake_waiters_of {
     };
 }
 
-/// The row of $1, if any: its owner and whether its lease expired.
-macro_rules! holder {
-    () => {
-        "SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1"
-    };
-}
-
 /// A lease is live: not expired.
 macro_rules! live {
     () => {
@@ -285,7 +278,7 @@ pub static UNLOCK: Query = Query {
 /// Why a call on $1 id did nothing ([`LOCK`], [`REFRESH`], [`UNLOCK`]):
 /// (owner, expired) of its row, if any.
 pub static HOLDER: Query = Query {
-    text: holder!(),
+    text: "SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1",
     params: &[TEXT],
 };
 

@@ -93,7 +93,7 @@
  * change them only together with the library. Nothing else goes here.
  */
 #define BENCH_SQL_LOCK "WITH bucket AS MATERIALIZED ( SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) WHERE true), ins AS ( INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) SELECT $1, $2, nextval('dss.lock_token_seq'), $3, CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END FROM bucket WHERE true ON CONFLICT (id) DO NOTHING RETURNING token), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'acquire', $1, $2, token FROM ins) SELECT token FROM ins"
-#define BENCH_SQL_REFRESH "UPDATE dss.locks SET ts = now(), expires_at = CASE WHEN ttl_ms > 0 THEN now() + ttl_ms * interval '1 millisecond' END WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > now()) RETURNING 1"
+#define BENCH_SQL_REFRESH "UPDATE dss.locks SET ts = now(), expires_at = CASE WHEN ttl_ms > 0 THEN now() + ttl_ms * interval '1 millisecond' END WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > now()) RETURNING false AS expired"
 #define BENCH_SQL_UNLOCK "WITH del AS ( DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id) THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', $1, $2, token FROM del) SELECT expired FROM del"
 #define BENCH_SQL_STATUS "SELECT owner, ts FROM dss.locks WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())"
 #define BENCH_SQL_LOCK_MANY "SELECT conflict_ord, holder FROM dss.lock_many($1, $2, $3)"
@@ -847,37 +847,21 @@ static int base_lock(PGconn *c, const char *id, const char *owner, uint64_t *tok
     return rc;
 }
 
-/* REFRESH: one row if refreshed; no row if not (-ENOLCK here: the library
- * then reads why with HOLDER). */
-static int base_refresh(PGconn *c, const char *id, const char *owner)
-{
-    const char *p[2] = { id, owner };
-    int len[2] = { (int)strlen(id), (int)strlen(owner) };
-    PGresult *r = PQexecPrepared(c, "refresh", 2, p, len, bin, 1);
-    int rc;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) > 1)
-        rc = base_error(c, r, "refresh");
-    else
-        rc = PQntuples(r) == 1 ? 0 : -ENOLCK;
-    PQclear(r);
-    return rc;
-}
-
-/* UNLOCK: one row (the lease had expired: -ETIME) if the lock was removed;
+/* REFRESH / UNLOCK: one row (expired: the lease had run out, -ETIME) if done;
  * no row if not (-ENOLCK here: the library then reads why with HOLDER, a
  * path the pair never takes). */
-static int base_unlock(PGconn *c, const char *id, const char *owner)
+static int base_done(PGconn *c, const char *stmt, const char *id, const char *owner)
 {
     const char *p[2] = { id, owner };
     int len[2] = { (int)strlen(id), (int)strlen(owner) };
-    PGresult *r = PQexecPrepared(c, "unlock", 2, p, len, bin, 1);
+    PGresult *r = PQexecPrepared(c, stmt, 2, p, len, bin, 1);
     int rc;
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) > 1)
-        rc = base_error(c, r, "unlock");
+        rc = base_error(c, r, stmt);
     else if (PQntuples(r) == 0)
         rc = -ENOLCK;
     else if (PQgetisnull(r, 0, 0) || PQgetlength(r, 0, 0) != 1)
-        rc = base_error(c, r, "unlock (unexpected row)");
+        rc = base_error(c, r, stmt);
     else
         rc = PQgetvalue(r, 0, 0)[0] != 0 ? -ETIME : 0;
     PQclear(r);
@@ -1343,7 +1327,7 @@ static inline int op_unlock(struct worker *w, const char *id)
         break;
     }
     PGconn *c = base_take(w);
-    int rc = base_unlock(c, id, w->owner);
+    int rc = base_done(c, "unlock", id, w->owner);
     base_give(c);
     return rc;
 }
@@ -1359,7 +1343,7 @@ static inline int op_refresh(struct worker *w, const char *id)
         break;
     }
     PGconn *c = base_take(w);
-    int rc = base_refresh(c, id, w->owner);
+    int rc = base_done(c, "refresh", id, w->owner);
     base_give(c);
     return rc;
 }

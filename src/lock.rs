@@ -11,6 +11,7 @@ use crate::pq::Row;
 use crate::error::{Error, Kind, Result};
 use crate::handle::Handle;
 use crate::pool::Conn;
+use crate::sql::Query;
 use crate::sql::lock as q;
 
 /// Longest lock id, in bytes (phobos's `PHO_DSS_MAX_LOCK_ID_LEN`).
@@ -93,8 +94,8 @@ pub fn lock(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
             if let Some(row) = c.query_opt(&q::LOCK, &[&id, &owner, &ttl])? {
                 return Ok(Attempt::Taken(row.get(0)));
             }
-            Ok(match c.query_opt(&q::HOLDER, &[&id])? {
-                Some(row) if row.get::<bool>(1) => c
+            Ok(match holder(c, id)? {
+                Some((_, true)) => c
                     .query_one(&q::TAKEOVER, &[&id, &owner, &ttl])?
                     .get::<Option<i64>>(0)
                     .map_or(Attempt::Changed, Attempt::Taken),
@@ -128,12 +129,7 @@ pub fn lease(h: &Handle, id: &str, owner: &str, ttl_ms: u64) -> Result<u64> {
 /// `NoLock` if absent, `NotOwner` if held by someone else, `LeaseExpired` if
 /// the caller's lease ran out (nothing changes in those cases).
 pub fn refresh(h: &Handle, id: &str, owner: &str) -> Result<()> {
-    let seen = h.run("refresh", |c| {
-        if c.query_opt(&q::REFRESH, &[&id, &owner])?.is_some() {
-            return Ok(Seen::done(false));
-        }
-        why(c, id)
-    })?;
+    let seen = h.run("refresh", |c| done_or_why(c, &q::REFRESH, id, owner))?;
     seen.outcome("refresh", id, owner)
 }
 
@@ -144,12 +140,7 @@ pub fn refresh(h: &Handle, id: &str, owner: &str) -> Result<()> {
 pub fn unlock(h: &Handle, id: &str, owner: Option<&str>, actor: &str) -> Result<()> {
     match owner {
         Some(owner) => {
-            let seen = h.run("unlock", |c| {
-                if let Some(row) = c.query_opt(&q::UNLOCK, &[&id, &owner])? {
-                    return Ok(Seen::done(row.get(0)));
-                }
-                why(c, id)
-            })?;
+            let seen = h.run("unlock", |c| done_or_why(c, &q::UNLOCK, id, owner))?;
             seen.outcome("unlock", id, owner)
         }
         None => {
@@ -162,10 +153,25 @@ pub fn unlock(h: &Handle, id: &str, owner: Option<&str>, actor: &str) -> Result<
     }
 }
 
-/// Why a call on `id` did nothing (and so changed nothing): its holder.
-fn why(c: &mut Conn, id: &str) -> crate::pq::Result<Seen> {
-    let holder = c.query_opt(&q::HOLDER, &[&id])?;
-    Ok(Seen::not_done(holder.map(|row| (row.get(0), row.get(1)))))
+/// Runs `query` ([`q::REFRESH`], [`q::UNLOCK`]) for `owner` on `id`: its
+/// row says it was done; without one nothing changed, and the holder says
+/// why.
+fn done_or_why(
+    c: &mut Conn,
+    query: &'static Query,
+    id: &str,
+    owner: &str,
+) -> crate::pq::Result<Seen> {
+    Ok(match c.query_opt(query, &[&id, &owner])? {
+        Some(row) => Seen::done(row.get(0)),
+        None => Seen::not_done(holder(c, id)?),
+    })
+}
+
+/// (owner, lease expired) of the row of `id`, if any ([`q::HOLDER`]).
+fn holder(c: &mut Conn, id: &str) -> crate::pq::Result<Option<(String, bool)>> {
+    Ok(c.query_opt(&q::HOLDER, &[&id])?
+        .map(|row| (row.get(0), row.get(1))))
 }
 
 /// Who holds `id` and since when (taken or refreshed). `NoLock` if absent

@@ -243,15 +243,16 @@ pub static WAIT_LEAVE: Query = Query {
 };
 
 /// `dss_lock_refresh`: $1 id, $2 owner. Extends a live lease by its own ttl
-/// (a lock without ttl only gets a new timestamp). One row if refreshed; no
-/// row if nothing changed, and then [`HOLDER`] says why.
+/// (a lock without ttl only gets a new timestamp). One row if refreshed,
+/// shaped as [`UNLOCK`]'s (expired: never, only a live lease is refreshed);
+/// no row if nothing changed, and then [`HOLDER`] says why.
 pub static REFRESH: Query = Query {
     text: concat!(
         "UPDATE dss.locks SET ts = now(), expires_at = ",
         expiry!("ttl_ms"),
         " WHERE id = $1 AND owner = $2 AND ",
         live!(),
-        " RETURNING 1"
+        " RETURNING false AS expired"
     ),
     params: &[TEXT, TEXT],
 };

@@ -4,10 +4,12 @@
 //! (`WAIT_TRY`, which also queues it with a ticket if the lock is held),
 //! then LISTENs on the id's channel and sleeps in the socket until:
 //! * a release of that id NOTIFYs the channel (unlock, forced unlock,
-//!   cleanup, or a waiter ahead giving up);
+//!   cleanup, or a waiter ahead giving up): each failed attempt marks the
+//!   holder's row (`waited`), and only marked rows notify on release; an
+//!   attempt that could not mark it tries again at once;
 //! * the current holder's lease runs out (the statement says when);
 //! * a fallback timer fires (200 ms after queueing, doubling up to 5 s), in
-//!   case a notification was missed (a release that raced with queueing);
+//!   case a notification was missed (a waiter ahead whose session died);
 //! * the caller's deadline passes.
 //!
 //! Each round trip of a wait is bounded by `call_timeout_ms` on its own
@@ -29,6 +31,8 @@ use crate::sql::lock as q;
 
 const FIRST_POLL: Duration = Duration::from_millis(200);
 const LONGEST_POLL: Duration = Duration::from_secs(5);
+/// Attempts in a row that may follow each other without a sleep.
+const MAX_UNARMED: u32 = 8;
 /// A waiter's queue entry outlives its deadline by this much, so that it is
 /// not purged while making its last attempt.
 const QUEUE_SLACK_MS: u64 = 1000;
@@ -69,8 +73,13 @@ type PgResult<T> = crate::pq::Result<T>;
 /// What one attempt found.
 enum Attempt {
     Taken(u64),
-    /// Not taken; ms left on the holder's lease, if it has one.
-    Held(Option<i64>),
+    /// Not taken; ms left on the holder's lease, if it has one, and whether
+    /// the release of what blocks it will notify (see `WAIT_TRY`): if not,
+    /// the next attempt comes at once.
+    Held {
+        left_ms: Option<i64>,
+        armed: bool,
+    },
 }
 
 impl Waiter<'_> {
@@ -86,7 +95,10 @@ impl Waiter<'_> {
         )?;
         let attempt = match row.get::<Option<i64>>(0) {
             Some(token) => Attempt::Taken(token as u64),
-            None => Attempt::Held(row.get(3)),
+            None => Attempt::Held {
+                left_ms: row.get(3),
+                armed: row.get(4),
+            },
         };
         Ok((attempt, row.get(1), row.get(2)))
     }
@@ -130,13 +142,22 @@ impl Waiter<'_> {
     /// Queued with `ticket` and listening: attempt, sleep, repeat.
     fn queued(&self, c: &mut Conn, ticket: i64) -> PgResult<Option<u64>> {
         let mut poll = FIRST_POLL;
+        let mut unarmed = 0;
         loop {
-            let holder_left = match self.attempt(c, ticket)?.0 {
+            let (left_ms, armed) = match self.attempt(c, ticket)?.0 {
                 Attempt::Taken(token) => return Ok(Some(token)),
-                Attempt::Held(left) => left,
+                Attempt::Held { left_ms, armed } => (left_ms, armed),
             };
-            let mut sleep = poll;
-            if let Some(ms) = holder_left.filter(|&ms| ms > 0) {
+            // Not armed: the id changed hands while this attempt ran, and
+            // the next one sees the new holder. Tried again at once, a few
+            // times in a row at most (then the polls cover it).
+            unarmed = if armed { 0 } else { unarmed + 1 };
+            let mut sleep = if !armed && unarmed <= MAX_UNARMED {
+                Duration::ZERO
+            } else {
+                poll
+            };
+            if let Some(ms) = left_ms.filter(|&ms| ms > 0) {
                 sleep = sleep.min(Duration::from_millis(ms as u64 + 1));
             }
             if let Some(deadline) = self.deadline {
@@ -149,7 +170,7 @@ impl Waiter<'_> {
             // Consumes every notification received (several releases may
             // have sent several).
             let woken = c.pg.wait_notification(sleep)?;
-            if !woken {
+            if !woken && !sleep.is_zero() {
                 poll = (poll * 2).min(LONGEST_POLL);
             }
         }

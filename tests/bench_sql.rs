@@ -51,13 +51,19 @@ fn c_literal(s: &str) -> String {
     panic!("unterminated C string: {s}");
 }
 
+/// `DSS_BENCH_SQL_UPDATE=1 cargo test --test bench_sql` rewrites the
+/// `BENCH_SQL_*` lines from the library's statements instead of checking
+/// them (then review the diff of examples/dss_bench.c).
 #[test]
 fn benchmark_baseline_runs_the_library_statements() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dss_bench.c");
     let source = std::fs::read_to_string(path).unwrap();
+    let update = std::env::var_os("DSS_BENCH_SQL_UPDATE").is_some();
+    let mut rewritten = Vec::new();
     let mut checked = 0;
     for line in source.lines() {
         let Some(rest) = line.trim().strip_prefix("#define BENCH_SQL_") else {
+            rewritten.push(line.to_string());
             continue;
         };
         let (name, value) = rest.split_once(char::is_whitespace).unwrap();
@@ -65,14 +71,25 @@ fn benchmark_baseline_runs_the_library_statements() {
         let text = c_literal(value.strip_prefix('"').expect("a string literal"));
         let query = library_query(name)
             .unwrap_or_else(|| panic!("BENCH_SQL_{name}: the library has no such statement"));
-        assert_eq!(
-            normalise(&text),
-            normalise(query.text),
-            "BENCH_SQL_{name} differs from the library's statement"
-        );
+        if update {
+            let c = normalise(query.text)
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
+            rewritten.push(format!("#define BENCH_SQL_{name} \"{c}\""));
+        } else {
+            assert_eq!(
+                normalise(&text),
+                normalise(query.text),
+                "BENCH_SQL_{name} differs from the library's statement \
+                 (DSS_BENCH_SQL_UPDATE=1 rewrites them)"
+            );
+        }
         checked += 1;
     }
     assert!(checked >= 4, "only {checked} statements found in {path}");
+    if update {
+        std::fs::write(path, rewritten.join("\n") + "\n").unwrap();
+    }
 }
 
 #[test]

@@ -233,6 +233,20 @@ fn migrations_from_schema_3_keep_what_is_held() {
         "a schema-4 database is refused by this library"
     );
     apply(&db, &["0005_domains.sql"]);
+    assert_eq!(
+        server::open(&db).err().map(|e| e.errno()),
+        Some(-libc::EPROTO),
+        "a schema-5 database is refused by this library"
+    );
+    apply(&db, &["0006_shared.sql"]);
+    // The queued waiter's lock now notifies on release (0006's `waited`).
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM dss.locks WHERE waited AND id = 'held'"
+        ),
+        1
+    );
     let h = server::open(&db).unwrap();
     assert_eq!(lock::status(&h, "held").unwrap().owner, "a");
     assert_eq!(errno(lock::lock(&h, "held", "z", 0)), -libc::EEXIST);
@@ -260,7 +274,7 @@ fn migrations_from_schema_3_keep_what_is_held() {
     );
     assert_eq!(
         count(&mut c, "SELECT max(version)::int8 FROM dss.schema_info"),
-        5
+        6
     );
     // The limits hold for any writer, as domains now (0005), same SQLSTATE.
     for bad in [

@@ -215,3 +215,62 @@ fn a_long_wait_costs_a_handful_of_queries() {
     // queue, UNLISTEN, and the first preparation of each statement.
     assert!(trips <= 15, "{trips} round trips for one 10 s wait");
 }
+
+/// A holder that took the id without the waiter seeing it happen (here a
+/// release and a new holder committed at once, behind the library's back):
+/// the waiter's next attempt marks the new holder's row, whose release then
+/// notifies. Without the mark, that release would send nothing and the
+/// waiter would sleep until its next poll.
+#[test]
+fn a_waiter_marks_every_new_holder() {
+    let h = Arc::new(handle());
+    let id = uid("wmark");
+    lock::lock(&h, &id, "a", 0).unwrap();
+    let waiter = {
+        let (h, id) = (h.clone(), id.clone());
+        std::thread::spawn(move || wait::wait(&h, &id, "w", 0, 30_000).unwrap())
+    };
+    until_queued(&id, 1);
+    let mut c = client();
+    c.batch_execute("BEGIN").unwrap();
+    c.execute("DELETE FROM dss.locks WHERE id = $1", &[&id])
+        .unwrap();
+    c.execute(
+        "INSERT INTO dss.locks (id, owner, token) VALUES ($1::text, 'b', nextval('dss.lock_token_seq'))",
+        &[&id],
+    )
+    .unwrap();
+    c.batch_execute("COMMIT").unwrap();
+    // The waiter's poll finds 'b' and marks its row.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let marked: bool = c
+            .query_one(
+                "SELECT waited FROM dss.locks WHERE id = $1 AND owner = 'b'",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if marked {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new holder was never marked");
+        std::thread::yield_now();
+    }
+    let mut listener = pg_client();
+    let channel: String = listener
+        .query_once("SELECT 'dss_' || md5($1)", &[&id])
+        .unwrap()[0]
+        .get(0);
+    listener
+        .batch_execute(&format!("LISTEN \"{channel}\""))
+        .unwrap();
+    lock::unlock(&h, &id, Some("b"), "").unwrap();
+    assert!(
+        listener.wait_notification(Duration::from_secs(5)).unwrap(),
+        "the release of the new holder did not notify"
+    );
+    let token = waiter.join().unwrap();
+    assert_eq!(lock::info(&h, &id).unwrap().token, token);
+    lock::unlock(&h, &id, Some("w"), "").unwrap();
+}

@@ -16,9 +16,10 @@
 //!   the setting `history` 'off', a trigger drops those rows
 //!   (`sql/0004_fast_path.sql`).
 //! * A statement that removes a lock wakes `dss_lock_wait()` callers of that
-//!   id (NOTIFY on channel `dss_<md5 of the id>`), only if some are queued:
-//!   NOTIFY serialises committing transactions, so it is never paid when
-//!   nobody waits.
+//!   id (NOTIFY on channel `dss_<md5 of the id>`), only if the row says a
+//!   waiter failed to take it (`waited`, see [`WAIT_TRY`]): NOTIFY serialises
+//!   committing transactions, so it is never paid when nobody waits, and the
+//!   release reads nothing but the row it deletes.
 //! * Statements touching several locks lock their rows in id order, so they
 //!   cannot deadlock with each other.
 //!
@@ -45,35 +46,12 @@ macro_rules! expires_in_ms {
 }
 
 /// RETURNING expression of a statement deleting lock rows `l`: wakes the
-/// waiters of a removed id (NOTIFY on its channel) if `$queued`, an SQL
-/// condition, says some are queued.
-macro_rules! wake_if {
-    ($($queued:tt)*) => {
-        concat!(
-            "CASE WHEN ",
-            $($queued)*,
-            " THEN pg_notify('dss_' || md5(l.id), '') END"
-        )
-    };
-}
-
-/// Wakes the waiters of each removed id, if there are any.
+/// waiters of each removed id (NOTIFY on its channel) if there are any: a
+/// waiter that failed to take an id sets `waited` on its row
+/// ([`WAIT_TRY`]), so the release reads nothing but the row it deletes.
 macro_rules! wake_waiters {
     () => {
-        wake_if!("EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.id = l.id)")
-    };
-}
-
-/// The same for a statement deleting many rows `l`: the queue is read once
-/// per statement (a hashed subplan; `$cond` narrows it to the batch)
-/// instead of once per removed row.
-macro_rules! wake_waiters_of {
-    ($cond:literal) => {
-        wake_if!(concat!(
-            "l.id IN (SELECT w.id FROM dss.lock_waiters w ",
-            $cond,
-            ")"
-        ))
+        "CASE WHEN l.waited THEN pg_notify('dss_' || md5(l.id), '') END"
     };
 }
 
@@ -101,14 +79,17 @@ macro_rules! bucket {
 
 /// CTE `tko`: takes over an expired lease of $1 for $2 with a lease of $3
 /// ms (0: none); the new token. Concurrent takers: the row lock lets one
-/// win, the others re-check the new lease and skip.
+/// win, the others re-check the new lease and skip. `$waited`: the new
+/// value of the row's `waited` flag (see [`WAIT_TRY`]).
 macro_rules! takeover {
-    () => {
+    ($waited:literal) => {
         concat!(
             "tko AS ( \
                 UPDATE dss.locks \
                    SET owner = $2, token = nextval('dss.lock_token_seq'), locked_at = now(), \
-                       ts = now(), ttl_ms = $3, expires_at = ",
+                       ts = now(), ttl_ms = $3, waited = ",
+            $waited,
+            ", expires_at = ",
             expiry!("$3"),
             " WHERE id = $1 AND expires_at <= now() AND EXISTS (SELECT 1 FROM bucket) \
                 RETURNING token)"
@@ -116,16 +97,18 @@ macro_rules! takeover {
     };
 }
 
-/// CTE `ins`: inserts $1 for $2 (lease $3 ms) if free, while `$cond`
-/// holds; the new token. ON CONFLICT waits for a concurrent inserter or
-/// deleter of the id, then inserts or gives up, without an error and
-/// without locking the holder's row.
+/// CTE `ins`: inserts $1 for $2 (lease $3 ms, `waited` flag `$waited`) if
+/// free, while `$cond` holds; the new token. ON CONFLICT waits for a
+/// concurrent inserter or deleter of the id, then inserts or gives up,
+/// without an error and without locking the holder's row.
 macro_rules! insert {
-    ($($cond:tt)*) => {
+    ($waited:literal, $($cond:tt)*) => {
         concat!(
             "ins AS ( \
-                INSERT INTO dss.locks (id, owner, token, ttl_ms, expires_at) \
+                INSERT INTO dss.locks (id, owner, token, ttl_ms, waited, expires_at) \
                 SELECT $1, $2, nextval('dss.lock_token_seq'), $3, ",
+            $waited,
+            ", ",
             expiry!("$3"),
             " FROM bucket WHERE ",
             $($cond)*,
@@ -162,7 +145,7 @@ pub static LOCK: Query = Query {
         "WITH ",
         bucket!("true"),
         ", ",
-        insert!("true"),
+        insert!("false", "true"),
         ", ",
         record!("'acquire'", "ins"),
         " SELECT token FROM ins"
@@ -178,7 +161,7 @@ pub static TAKEOVER: Query = Query {
         "WITH ",
         bucket!("true"),
         ", ",
-        takeover!(),
+        takeover!("waited"),
         ", ",
         record!("'takeover'", "tko"),
         " SELECT (SELECT token FROM tko)"
@@ -193,8 +176,18 @@ pub static TAKEOVER: Query = Query {
 /// live waiter is ahead (a waiter is live while its session exists and its
 /// deadline has not passed; dead ones are purged here). A successful
 /// attempt leaves the queue; a first failed one (ticket 0) joins it.
+///
+/// Wake-ups: a release NOTIFYs only if the row it removes has `waited` set.
+/// A failed attempt sets it on the holder's row (`flag`) and says whether
+/// the release of what blocks it is sure to notify (`armed`): the holder's
+/// row carries the flag (set now or before: no update clears it), or a
+/// waiter is ahead (a queued waiter's acquisition sets the flag on its own
+/// row). Not armed: the holder's row was not visible or went away while
+/// flagging it (released, or taken by a statement newer than this one's
+/// snapshot), and the caller tries again at once instead of sleeping.
+///
 /// Returns (token or NULL, new ticket or NULL, wake-up channel, ms left on
-/// the current holder's lease or NULL).
+/// the current holder's lease or NULL, armed).
 pub static WAIT_TRY: Query = Query {
     text: concat!(
         "WITH purge AS ( \
@@ -210,9 +203,9 @@ pub static WAIT_TRY: Query = Query {
          ",
         bucket!("NOT EXISTS (SELECT 1 FROM ahead)"),
         ", ",
-        takeover!(),
+        takeover!("waited OR $4 <> 0"),
         ", ",
-        insert!("NOT EXISTS (SELECT 1 FROM tko)"),
+        insert!("$4 <> 0", "NOT EXISTS (SELECT 1 FROM tko)"),
         ", \
          got AS ( \
             SELECT token, 'takeover' AS event FROM tko \
@@ -221,6 +214,10 @@ pub static WAIT_TRY: Query = Query {
         ", \
          done AS ( \
             DELETE FROM dss.lock_waiters WHERE ticket = $4 AND EXISTS (SELECT 1 FROM got)), \
+         flag AS ( \
+            UPDATE dss.locks SET waited = true \
+             WHERE id = $1 AND NOT waited AND NOT EXISTS (SELECT 1 FROM got) \
+            RETURNING 1), \
          queue AS ( \
             INSERT INTO dss.lock_waiters (id, owner, until) \
             SELECT $1, $2, now() + $5 * interval '1 millisecond' \
@@ -229,7 +226,9 @@ pub static WAIT_TRY: Query = Query {
          SELECT (SELECT token FROM got), (SELECT ticket FROM queue), 'dss_' || md5($1), \
                 (SELECT ",
         expires_in_ms!(),
-        " FROM dss.locks WHERE id = $1 AND expires_at IS NOT NULL)"
+        " FROM dss.locks WHERE id = $1 AND expires_at IS NOT NULL), \
+                EXISTS (SELECT 1 FROM flag) OR EXISTS (SELECT 1 FROM ahead) \
+                OR EXISTS (SELECT 1 FROM dss.locks WHERE id = $1 AND waited)"
     ),
     params: &[TEXT, TEXT, INT8, INT8, INT8],
 };
@@ -394,7 +393,7 @@ pub static UNLOCK_MANY: Query = Query {
             DELETE FROM dss.locks l \
              WHERE l.id = ANY (ARRAY(SELECT cur.id FROM cur WHERE cur.owner = $2)) \
             RETURNING l.id, l.token, coalesce(l.expires_at <= now(), false) AS expired, ",
-        wake_waiters_of!("WHERE w.id = ANY ($1)"),
+        wake_waiters!(),
         "), \
          hist AS ( \
             INSERT INTO dss.lock_history (event, id, owner, token) \
@@ -420,7 +419,7 @@ pub static CLEAN: Query = Query {
          del AS ( \
             DELETE FROM dss.locks l WHERE l.id = ANY (ARRAY(SELECT cur.id FROM cur)) \
             RETURNING l.id, l.owner, l.token, ",
-        wake_waiters_of!(""),
+        wake_waiters!(),
         "), \
          hist AS ( \
             INSERT INTO dss.lock_history (event, id, owner, token, actor) \

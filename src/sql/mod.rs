@@ -28,7 +28,7 @@ pub mod lock;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Settings of every library session, set once when it is opened
 /// ([`session_settings_sql`]; one round trip per session, not per call). `enable_seqscan = off`: every statement here finds its
@@ -68,6 +68,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_domains.sql",
         include_str!("../../sql/0005_domains.sql"),
     ),
+    ("0006_shared.sql", include_str!("../../sql/0006_shared.sql")),
 ];
 
 /// One parameterised statement. Declared as `static` so that each has one

@@ -47,6 +47,21 @@
 #define DSS_MAX_TTL_MS 315360000000
 
 /**
+ * dss_holder.mode of an exclusive lock (dss_lock() and the like).
+ */
+#define DSS_MODE_EXCLUSIVE 1
+
+/**
+ * dss_holder.mode of a shared lock (dss_lock_shared()).
+ */
+#define DSS_MODE_SHARED 2
+
+/**
+ * dss_holder.mode of a semaphore hold (dss_sem_acquire()).
+ */
+#define DSS_MODE_SEMAPHORE 3
+
+/**
  * A connection handle to the Distributed State Service.
  *
  * Allocated by the caller (on the stack, in a struct, anywhere), filled by
@@ -90,6 +105,36 @@ struct dss_lock_info {
    * Fencing token of the current holder.
    */
   uint64_t token;
+};
+
+/**
+ * One live hold, in the arrays of dss_lock_holders() and dss_sem_holders().
+ */
+struct dss_holder {
+  /**
+   * Owner name, malloc()ed; freed by dss_holders_free().
+   */
+  char *owner;
+  /**
+   * DSS_MODE_EXCLUSIVE, DSS_MODE_SHARED or DSS_MODE_SEMAPHORE.
+   */
+  int mode;
+  /**
+   * Permits held: 1 for locks.
+   */
+  uint32_t permits;
+  /**
+   * Fencing token of this hold.
+   */
+  uint64_t token;
+  /**
+   * When this hold began (database clock, Unix epoch).
+   */
+  struct timeval locked_at;
+  /**
+   * Time left on its lease, on the database clock; -1 if it has none.
+   */
+  int64_t expires_in_ms;
 };
 
 #ifdef __cplusplus
@@ -796,6 +841,238 @@ int dss_owner_self(char *buf, size_t len);
  *         -ENOTRECOVERABLE as for dss_lock().
  */
 int dss_lock_clean(struct dss_handle *handle, const char *owner_prefix, size_t *released);
+
+/**
+ * Holds a lock shared: any number of owners may hold one id shared at
+ * once, while nobody holds it exclusively.
+ *
+ * Shared and exclusive locks live on the same ids: while an id is held
+ * shared, dss_lock(), dss_lock_lease(), dss_lock_wait() and dss_lock_many()
+ * treat it as held (-EEXIST, or wait), and dss_lock_shared() cannot get in
+ * while an exclusive holder is live.
+ *
+ * Fairness: requests of one id are served first come, first served across
+ * modes. A shared request that finds an earlier exclusive request queued
+ * (dss_lock_wait()) does not overtake it, so a stream of readers cannot
+ * starve a writer; readers queued behind a writer enter together after
+ * it. Waiting is by notification, as dss_lock_wait(). dss_lock() itself
+ * does not queue (phobos semantics) and takes a free id at once.
+ *
+ * @param[in]  handle      initialised handle.
+ * @param[in]  lock_id     lock identifier (as dss_lock()).
+ * @param[in]  lock_owner  owner name (as dss_lock()).
+ * @param[in]  ttl_ms      lease of this shared hold, on the database clock
+ *                         (refreshed by dss_lock_shared_refresh()), or 0 for
+ *                         none; at most DSS_MAX_TTL_MS.
+ * @param[in]  timeout_ms  longest wait; 0 tries once; UINT64_MAX waits
+ *                         without limit.
+ * @param[out] token       if not NULL, receives this hold's fencing token
+ *                         (accepted by dss_lock_check() and
+ *                         dss_lock_is_held()). Written only on success.
+ * @return 0 if the id is now held shared by `lock_owner`;
+ *         -EEXIST if `timeout_ms` is 0 and an exclusive holder is live or
+ *                 an exclusive request is queued first;
+ *         -ETIMEDOUT if it was not granted within `timeout_ms`;
+ *         -EALREADY if `lock_owner` already holds the id, shared or
+ *                   exclusive (no reentrancy; nothing changes);
+ *         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
+ *         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE
+ *         as for dss_lock().
+ */
+int dss_lock_shared(struct dss_handle *handle,
+                    const char *lock_id,
+                    const char *lock_owner,
+                    uint64_t ttl_ms,
+                    uint64_t timeout_ms,
+                    uint64_t *token);
+
+/**
+ * Extends the caller's shared lease by its ttl from now (a hold without a
+ * lease only gets a new timestamp). The token does not change.
+ *
+ * @param[in] handle      initialised handle.
+ * @param[in] lock_id     lock identifier (as dss_lock()).
+ * @param[in] lock_owner  the caller's owner name; not NULL.
+ * @return 0 on success;
+ *         -ENOLCK if `lock_owner` holds no shared lock on `lock_id`;
+ *         -ETIME if its shared lease expired (nothing changes; it is no
+ *                longer a holder);
+ *         -EINVAL, -ECOMM, -EROFS, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EIO, -ENOTRECOVERABLE as for dss_lock().
+ */
+int dss_lock_shared_refresh(struct dss_handle *handle, const char *lock_id, const char *lock_owner);
+
+/**
+ * Releases a shared hold; the last one out frees the id and wakes its
+ * waiters.
+ *
+ * @param[in] handle      initialised handle.
+ * @param[in] lock_id     lock identifier (as dss_lock()).
+ * @param[in] lock_owner  the holder's owner name, or NULL to force-release
+ *                        every shared holder of the id (recorded in the
+ *                        history with this process's "host:pid" as actor).
+ * @return 0 on success (with NULL: if any shared holder was live);
+ *         -ENOLCK if there is no such shared hold;
+ *         -ETIME if the caller's shared lease had expired (its row is
+ *                removed all the same);
+ *         -EINVAL, -ECOMM, -EROFS, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EIO, -ENOTRECOVERABLE as for dss_lock().
+ */
+int dss_unlock_shared(struct dss_handle *handle, const char *lock_id, const char *lock_owner);
+
+/**
+ * Turns the caller's exclusive lock into a shared hold, in one
+ * transaction: nobody can take the id in between, and queued readers may
+ * join at once (an exclusive request queued earlier still goes first). The
+ * hold keeps its lease and gets a new token; the old token no longer
+ * holds. There is no upgrade (two upgrading readers would deadlock):
+ * release the shared hold and take the lock again.
+ *
+ * @param[in]  handle      initialised handle.
+ * @param[in]  lock_id     lock identifier (as dss_lock()).
+ * @param[in]  lock_owner  the exclusive holder's owner name; not NULL.
+ * @param[out] token       if not NULL, receives the shared hold's token.
+ *                         Written only on success.
+ * @return 0 on success;
+ *         -ENOLCK if the id is not held exclusively (free, held shared, or
+ *                 the lease expired);
+ *         -EACCES if another owner holds it;
+ *         -EINVAL, -ECOMM, -EROFS, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EIO, -ENOTRECOVERABLE as for dss_lock().
+ */
+int dss_lock_downgrade(struct dss_handle *handle,
+                       const char *lock_id,
+                       const char *lock_owner,
+                       uint64_t *token);
+
+/**
+ * Takes permits of a counting semaphore: at most `capacity` permits of
+ * `sem_id` are held at once, and an owner holds its `permits` in one hold.
+ *
+ * Semaphore ids are their own namespace: semaphore "x" and lock "x" are
+ * unrelated. A semaphore is created by its first acquisition, with that
+ * call's `capacity`; while it has holders every call must pass the same
+ * capacity; once it has none, the next acquisition sets it anew.
+ * Every hold has a lease (`ttl_ms` > 0, on the database clock): a holder
+ * that dies gives its permits back when its lease ends. Requests are
+ * served first come, first served: a large request is not overtaken by
+ * later small ones.
+ *
+ * @param[in]  handle      initialised handle.
+ * @param[in]  sem_id      semaphore identifier: non-empty UTF-8, at most
+ *                         DSS_MAX_LOCK_ID_LEN bytes.
+ * @param[in]  owner       owner name: UTF-8, at most DSS_MAX_LOCK_OWNER_LEN
+ *                         bytes.
+ * @param[in]  permits     permits to hold, 1 to `capacity`.
+ * @param[in]  capacity    the semaphore's capacity, 1 to INT32_MAX.
+ * @param[in]  ttl_ms      lease, 1 to DSS_MAX_TTL_MS (renewed by
+ *                         dss_sem_refresh()).
+ * @param[in]  timeout_ms  longest wait; 0 tries once; UINT64_MAX waits
+ *                         without limit.
+ * @param[out] token       if not NULL, receives this hold's fencing token.
+ *                         Written only on success.
+ * @return 0 if the permits are held;
+ *         -EEXIST if `timeout_ms` is 0 and they do not fit now (or earlier
+ *                 requests wait);
+ *         -ETIMEDOUT if they were not granted within `timeout_ms`;
+ *         -EALREADY if `owner` already holds permits of `sem_id` (nothing
+ *                   changes);
+ *         -EINVAL for a NULL or uninitialised handle, a NULL, empty, too
+ *                 long or non-UTF-8 id or owner, `permits` 0 or above
+ *                 `capacity`, `capacity` 0 or above INT32_MAX, `ttl_ms` 0 or
+ *                 above DSS_MAX_TTL_MS, or a `capacity` other than the
+ *                 semaphore's while it has holders (nothing is sent, or
+ *                 nothing changes);
+ *         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE
+ *         as for dss_lock().
+ */
+int dss_sem_acquire(struct dss_handle *handle,
+                    const char *sem_id,
+                    const char *owner,
+                    uint32_t permits,
+                    uint32_t capacity,
+                    uint64_t ttl_ms,
+                    uint64_t timeout_ms,
+                    uint64_t *token);
+
+/**
+ * Renews the caller's semaphore lease by its ttl from now.
+ *
+ * @param[in] handle  initialised handle.
+ * @param[in] sem_id  semaphore identifier (as dss_sem_acquire()).
+ * @param[in] owner   the holder's owner name; not NULL.
+ * @return 0 on success;
+ *         -ENOLCK if `owner` holds no permits of `sem_id`;
+ *         -ETIME if its lease expired (nothing changes; the permits may be
+ *                someone else's by now);
+ *         -EINVAL, -ECOMM, -EROFS, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EIO, -ENOTRECOVERABLE as for dss_lock().
+ */
+int dss_sem_refresh(struct dss_handle *handle, const char *sem_id, const char *owner);
+
+/**
+ * Gives permits back and wakes the waiters of the semaphore.
+ *
+ * @param[in] handle  initialised handle.
+ * @param[in] sem_id  semaphore identifier (as dss_sem_acquire()).
+ * @param[in] owner   the holder's owner name, or NULL to force-release
+ *                    every holder's permits (recorded in the history with
+ *                    this process's "host:pid" as actor).
+ * @return 0 on success (with NULL: if any holder was live);
+ *         -ENOLCK if there is no such hold;
+ *         -ETIME if the caller's lease had expired (its row is removed all
+ *                the same);
+ *         -EINVAL, -ECOMM, -EROFS, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS,
+ *         -EIO, -ENOTRECOVERABLE as for dss_lock().
+ */
+int dss_sem_release(struct dss_handle *handle, const char *sem_id, const char *owner);
+
+/**
+ * Lists the live holders of a lock: its exclusive holder, or its shared
+ * holders, in token order.
+ *
+ * @param[in]  handle   initialised handle.
+ * @param[in]  lock_id  lock identifier (as dss_lock()).
+ * @param[out] holders  receives a malloc()ed array of `*n` holders; free it
+ *                      with dss_holders_free(*holders, *n). Not NULL.
+ * @param[out] n        receives the number of holders. Not NULL.
+ *                      Both are written only on success.
+ * @return 0 on success (`*n` >= 1);
+ *         -ENOLCK if nobody holds the lock (or every lease expired);
+ *         -EINVAL if `holders` or `n` is NULL, and as dss_lock();
+ *         -ENOMEM if the copies cannot be allocated (nothing written);
+ *         -ECOMM, -ETIMEDOUT, -ENOSPC, -EUSERS, -EIO, -ENOTRECOVERABLE as
+ *         for dss_lock().
+ */
+int dss_lock_holders(struct dss_handle *handle,
+                     const char *lock_id,
+                     struct dss_holder **holders,
+                     size_t *n);
+
+/**
+ * Lists the live holders of a semaphore, in token order.
+ *
+ * @param[in]  handle   initialised handle.
+ * @param[in]  sem_id   semaphore identifier (as dss_sem_acquire()).
+ * @param[out] holders  as for dss_lock_holders().
+ * @param[out] n        as for dss_lock_holders().
+ * @return 0 on success (`*n` >= 1);
+ *         -ENOLCK if the semaphore has no live holder;
+ *         other codes as for dss_lock_holders().
+ */
+int dss_sem_holders(struct dss_handle *handle,
+                    const char *sem_id,
+                    struct dss_holder **holders,
+                    size_t *n);
+
+/**
+ * Frees an array from dss_lock_holders() or dss_sem_holders(), with its
+ * owner strings.
+ *
+ * @param[in] holders  the array, or NULL (then nothing happens).
+ * @param[in] n        its length, as returned with it.
+ */
+void dss_holders_free(struct dss_holder *holders, size_t n);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -13,8 +13,9 @@ use std::fmt;
 pub enum Kind {
     /// Bad argument, bad configuration, SQLSTATE class 22 or 42: `-EINVAL`.
     InvalidArgument,
-    /// `dss_init` on a handle this process already initialised: `-EALREADY`.
-    AlreadyInitialised,
+    /// `dss_init` on a handle this process already initialised, or an owner
+    /// asking again for a lock or semaphore it holds: `-EALREADY`.
+    Already,
     /// The lock does not exist: `-ENOLCK`.
     NoLock,
     /// The lock belongs to another owner: `-EACCES`.
@@ -63,7 +64,7 @@ impl Kind {
     pub fn errno(self) -> i32 {
         let e = match self {
             Kind::InvalidArgument => libc::EINVAL,
-            Kind::AlreadyInitialised => libc::EALREADY,
+            Kind::Already => libc::EALREADY,
             Kind::NoLock => libc::ENOLCK,
             Kind::NotOwner => libc::EACCES,
             Kind::Exists => libc::EEXIST,
@@ -253,7 +254,7 @@ mod tests {
     fn every_kind_is_a_distinct_negative_errno() {
         let kinds = [
             Kind::InvalidArgument,
-            Kind::AlreadyInitialised,
+            Kind::Already,
             Kind::NoLock,
             Kind::NotOwner,
             Kind::Exists,

@@ -5,6 +5,7 @@
 //! * `ffi`      – the C boundary: argument checks, panic guard, errno.
 //! * `lock`     – what each lock call on one id does.
 //! * `wait`     – dss_lock_wait: queueing and LISTEN/NOTIFY.
+//! * `shared`   – shared locks, downgrade, semaphores, holders lists.
 //! * `batch`    – the *_many lock calls.
 //! * `kv`       – the key-value store (dss_kv_*).
 //! * `sql`      – every SQL statement.
@@ -25,5 +26,6 @@ pub mod lock;
 pub mod pool;
 pub mod pq;
 mod registry;
+pub mod shared;
 pub mod sql;
 pub mod wait;

@@ -41,12 +41,15 @@ pub struct Info {
     pub token: u64,
 }
 
-/// A row of `dssctl list`: like [`Info`], but expired leases are listed too.
+/// A row of `dssctl list`: like [`Info`], but expired leases are listed
+/// too, and shared holders (one row each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     pub id: String,
     pub info: Info,
     pub expired: bool,
+    /// `shared::MODE_EXCLUSIVE` or `shared::MODE_SHARED`.
+    pub mode: i32,
 }
 
 /// A row of `dss.lock_history`.
@@ -168,8 +171,9 @@ fn done_or_why(
     })
 }
 
-/// (owner, lease expired) of the row of `id`, if any ([`q::HOLDER`]).
-fn holder(c: &mut Conn, id: &str) -> crate::pq::Result<Option<(String, bool)>> {
+/// (owner, lease expired) of the row of `id`, if any ([`q::HOLDER`]); a
+/// None owner: the id is held shared.
+fn holder(c: &mut Conn, id: &str) -> crate::pq::Result<Option<(Option<String>, bool)>> {
     Ok(c.query_opt(&q::HOLDER, &[&id])?
         .map(|row| (row.get(0), row.get(1))))
 }
@@ -228,22 +232,29 @@ fn stale(id: &str, token: u64) -> Error {
 }
 
 /// Force-releases every lock whose owner starts with `owner_prefix`
-/// (expired leases included), in one statement; returns how many. The
-/// prefix must not be empty.
+/// (expired leases included), then its shared holds and semaphore permits;
+/// returns how many (expired shares and permits not counted). The prefix
+/// must not be empty.
 pub fn clean(h: &Handle, owner_prefix: &str, actor: &str) -> Result<u64> {
     if owner_prefix.is_empty() {
         return Err(Error::invalid(
             "owner_prefix is empty (it would release every lock; use dssctl to wipe)",
         ));
     }
-    h.run("clean", |c| {
+    let exclusive = h.run("clean", |c| {
         c.query_one(&q::CLEAN, &[&owner_prefix, &actor])
             .map(|row| row.get::<i64>(0) as u64)
-    })
+    })?;
+    let shared = h.run("clean", |c| {
+        c.query_one(&crate::sql::shared::CLEAN_SHARED, &[&owner_prefix, &actor])
+            .map(|row| row.get::<i64>(0) as u64)
+    })?;
+    Ok(exclusive + shared)
 }
 
-/// Every lock whose id and owner start with the given prefixes ("" for
-/// all), expired leases included, by id.
+/// Every hold (exclusive, or one per shared holder) whose id and owner
+/// start with the given prefixes ("" for all), expired leases included, by
+/// id and token.
 pub fn list(h: &Handle, id_prefix: &str, owner_prefix: &str) -> Result<Vec<Listed>> {
     let rows = h.run("list", |c| c.query(&q::LIST, &[&id_prefix, &owner_prefix]))?;
     Ok(rows
@@ -252,6 +263,7 @@ pub fn list(h: &Handle, id_prefix: &str, owner_prefix: &str) -> Result<Vec<Liste
             id: row.get(0),
             info: read_info(row, 1),
             expired: row.get(7),
+            mode: row.get(8),
         })
         .collect())
 }
@@ -373,8 +385,10 @@ impl Seen {
         }
     }
 
-    /// Nothing was done; `holder`: (owner, expired) of the id's row, if any.
-    pub(crate) fn not_done(holder: Option<(String, bool)>) -> Seen {
+    /// Nothing was done; `holder`: (owner, expired) of the id's row, if
+    /// any. A row held shared (no owner) has no exclusive holder: absent.
+    pub(crate) fn not_done(holder: Option<(Option<String>, bool)>) -> Seen {
+        let holder = holder.and_then(|(owner, expired)| owner.map(|o| (o, expired)));
         Seen {
             done: false,
             done_expired: false,

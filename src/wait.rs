@@ -28,6 +28,7 @@ use crate::handle::Handle;
 use crate::lock::{MAX_TTL_MS, ttl_param};
 use crate::pool::Conn;
 use crate::sql::lock as q;
+use crate::sql::shared as qs;
 
 const FIRST_POLL: Duration = Duration::from_millis(200);
 const LONGEST_POLL: Duration = Duration::from_secs(5);
@@ -42,16 +43,7 @@ const QUEUE_SLACK_MS: u64 = 1000;
 /// if the deadline passed first.
 pub fn wait(h: &Handle, id: &str, owner: &str, ttl_ms: u64, timeout_ms: u64) -> Result<u64> {
     let ttl = ttl_param(ttl_ms)?;
-    let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
-    let queue_ms = (timeout_ms.min(MAX_TTL_MS) + QUEUE_SLACK_MS) as i64;
-    let w = Waiter {
-        id,
-        owner,
-        ttl,
-        queue_ms,
-        deadline,
-    };
-    match h.run("lock_wait", |c| w.run(c))? {
+    match queue(h, id, owner, ttl, timeout_ms, Request::Exclusive, false)? {
         Some(token) => Ok(token),
         None => Err(Error::new(
             Kind::TimedOut,
@@ -60,12 +52,82 @@ pub fn wait(h: &Handle, id: &str, owner: &str, ttl_ms: u64, timeout_ms: u64) -> 
     }
 }
 
+/// What a waiter asks for.
+#[derive(Clone, Copy)]
+pub(crate) enum Request {
+    /// `dss_lock_wait`: [`q::WAIT_TRY`].
+    Exclusive,
+    /// `dss_lock_shared`: `dss.lock_shared_try`.
+    Shared,
+    /// `dss_sem_acquire`: `dss.sem_try`.
+    Sem { permits: i32, capacity: i32 },
+}
+
+impl Request {
+    /// The call's name, in messages.
+    fn call(self) -> &'static str {
+        match self {
+            Request::Exclusive => "lock_wait",
+            Request::Shared => "lock_shared",
+            Request::Sem { .. } => "sem_acquire",
+        }
+    }
+}
+
+/// Queues for `request` on `id` until granted (the token) or `timeout_ms`
+/// passed (None). `once_when_zero`: a `timeout_ms` of 0 is one attempt
+/// that does not queue (None if blocked). `Already` / `InvalidArgument`
+/// when the attempt refuses the request (the owner holds it; another
+/// capacity).
+pub(crate) fn queue(
+    h: &Handle,
+    id: &str,
+    owner: &str,
+    ttl: i64,
+    timeout_ms: u64,
+    request: Request,
+    once_when_zero: bool,
+) -> Result<Option<u64>> {
+    let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
+    let queue_ms = if once_when_zero && timeout_ms == 0 {
+        0
+    } else {
+        (timeout_ms.min(MAX_TTL_MS) + QUEUE_SLACK_MS) as i64
+    };
+    let w = Waiter {
+        id,
+        owner,
+        ttl,
+        queue_ms,
+        deadline,
+        request,
+    };
+    match h.run(request.call(), |c| w.run(c))? {
+        Outcome::Taken(token) => Ok(Some(token)),
+        Outcome::NotInTime => Ok(None),
+        Outcome::Refused(status) => Err(refused(&status, id, owner)),
+    }
+}
+
+fn refused(status: &str, id: &str, owner: &str) -> Error {
+    match status {
+        "already" => Error::new(Kind::Already, format!("'{owner}' already holds '{id}'")),
+        "capacity" => Error::invalid(format!("semaphore '{id}' has holders and another capacity")),
+        other => Error::new(
+            Kind::Communication,
+            format!("unexpected answer '{other}' for '{id}'"),
+        ),
+    }
+}
+
 struct Waiter<'a> {
     id: &'a str,
     owner: &'a str,
     ttl: i64,
+    /// 0: one attempt, not queued.
     queue_ms: i64,
     deadline: Option<Instant>,
+    request: Request,
 }
 
 type PgResult<T> = crate::pq::Result<T>;
@@ -80,6 +142,15 @@ enum Attempt {
         left_ms: Option<i64>,
         armed: bool,
     },
+    /// Refused for good: the attempt's status ('already', 'capacity').
+    Refused(String),
+}
+
+/// How a whole wait ended.
+enum Outcome {
+    Taken(u64),
+    NotInTime,
+    Refused(String),
 }
 
 impl Waiter<'_> {
@@ -89,13 +160,27 @@ impl Waiter<'_> {
 
     fn attempt(&self, c: &mut Conn, ticket: i64) -> PgResult<(Attempt, Option<i64>, String)> {
         c.renew_deadline();
-        let row = c.query_one(
-            &q::WAIT_TRY,
-            &[&self.id, &self.owner, &self.ttl, &ticket, &self.queue_ms],
-        )?;
-        let attempt = match row.get::<Option<i64>>(0) {
-            Some(token) => Attempt::Taken(token as u64),
-            None => Attempt::Held {
+        let (id, owner, ttl, queue_ms) = (&self.id, &self.owner, &self.ttl, &self.queue_ms);
+        let row = match self.request {
+            Request::Exclusive => {
+                c.query_one(&q::WAIT_TRY, &[id, owner, ttl, &ticket, queue_ms])?
+            }
+            Request::Shared => {
+                c.query_one(&qs::SHARED_TRY, &[id, owner, ttl, &ticket, queue_ms])?
+            }
+            Request::Sem { permits, capacity } => c.query_one(
+                &qs::SEM_TRY,
+                &[id, owner, &permits, &capacity, ttl, &ticket, queue_ms],
+            )?,
+        };
+        let status = match self.request {
+            Request::Exclusive => None,
+            _ => row.get::<Option<String>>(5),
+        };
+        let attempt = match (row.get::<Option<i64>>(0), status) {
+            (Some(token), _) => Attempt::Taken(token as u64),
+            (None, Some(status)) => Attempt::Refused(status),
+            (None, None) => Attempt::Held {
                 left_ms: row.get(3),
                 armed: row.get(4),
             },
@@ -103,15 +188,18 @@ impl Waiter<'_> {
         Ok((attempt, row.get(1), row.get(2)))
     }
 
-    /// The whole wait on one connection: Ok(None) when the deadline passed.
-    fn run(&self, c: &mut Conn) -> PgResult<Option<u64>> {
+    /// The whole wait on one connection.
+    fn run(&self, c: &mut Conn) -> PgResult<Outcome> {
         let (first, ticket, channel) = self.attempt(c, 0)?;
-        if let Attempt::Taken(token) = first {
-            return Ok(Some(token));
+        match first {
+            Attempt::Taken(token) => return Ok(Outcome::Taken(token)),
+            Attempt::Refused(status) => return Ok(Outcome::Refused(status)),
+            Attempt::Held { .. } if self.queue_ms == 0 => return Ok(Outcome::NotInTime),
+            Attempt::Held { .. } => {}
         }
         let ticket = ticket.unwrap_or(0);
         let result = if self.expired() || !valid_channel(&channel) {
-            Ok(None)
+            Ok(Outcome::NotInTime)
         } else {
             c.renew_deadline();
             c.simple(&format!("LISTEN \"{channel}\""))
@@ -121,7 +209,7 @@ impl Waiter<'_> {
         // listening, so the connection goes back to the pool clean. If that
         // fails, the connection is dropped instead; a lock already taken is
         // still reported as taken.
-        let taken = matches!(result, Ok(Some(_)));
+        let taken = matches!(result, Ok(Outcome::Taken(_)));
         let cleanup = (|| {
             c.renew_deadline();
             if !taken {
@@ -134,18 +222,19 @@ impl Waiter<'_> {
             c.broken = true;
         }
         match (result, cleanup) {
-            (Ok(None), Err(e)) => Err(e),
+            (Ok(Outcome::NotInTime), Err(e)) => Err(e),
             (result, _) => result,
         }
     }
 
     /// Queued with `ticket` and listening: attempt, sleep, repeat.
-    fn queued(&self, c: &mut Conn, ticket: i64) -> PgResult<Option<u64>> {
+    fn queued(&self, c: &mut Conn, ticket: i64) -> PgResult<Outcome> {
         let mut poll = FIRST_POLL;
         let mut unarmed = 0;
         loop {
             let (left_ms, armed) = match self.attempt(c, ticket)?.0 {
-                Attempt::Taken(token) => return Ok(Some(token)),
+                Attempt::Taken(token) => return Ok(Outcome::Taken(token)),
+                Attempt::Refused(status) => return Ok(Outcome::Refused(status)),
                 Attempt::Held { left_ms, armed } => (left_ms, armed),
             };
             // Not armed: the id changed hands while this attempt ran, and
@@ -163,7 +252,7 @@ impl Waiter<'_> {
             if let Some(deadline) = self.deadline {
                 let now = Instant::now();
                 if now >= deadline {
-                    return Ok(None);
+                    return Ok(Outcome::NotInTime);
                 }
                 sleep = sleep.min(deadline - now);
             }

@@ -30,8 +30,10 @@ use crate::registry;
 
 mod kv;
 mod lock;
+mod shared;
 pub use kv::*;
 pub use lock::*;
+pub use shared::*;
 
 /// Longest lock id accepted, in bytes, not counting the terminating NUL.
 pub const DSS_MAX_LOCK_ID_LEN: usize = 2048;
@@ -180,7 +182,7 @@ unsafe fn init(
         let existing = unsafe { &*(current as *const Handle) };
         if existing.is_own() {
             return Err(Error::new(
-                Kind::AlreadyInitialised,
+                Kind::Already,
                 "handle is already initialised (call dss_fini first)",
             ));
         }

@@ -37,14 +37,6 @@ const TEXT: Type = Type::TEXT;
 const INT8: Type = Type::INT8;
 const TEXT_ARRAY: Type = Type::TEXT_ARRAY;
 
-/// Milliseconds left on the lease of the row in scope, -1 if none.
-macro_rules! expires_in_ms {
-    () => {
-        "CASE WHEN expires_at IS NULL THEN -1::int8 \
-         ELSE greatest(0, floor(extract(epoch FROM expires_at - now()) * 1000))::int8 END"
-    };
-}
-
 /// RETURNING expression of a statement deleting lock rows `l`: wakes the
 /// waiters of each removed id (NOTIFY on its channel) if there are any: a
 /// waiter that failed to take an id sets `waited` on its row
@@ -198,7 +190,7 @@ pub static WAIT_TRY: Query = Query {
             RETURNING w.ticket), \
          ahead AS ( \
             SELECT 1 FROM dss.lock_waiters w \
-             WHERE w.id = $1 AND ($4 = 0 OR w.ticket < $4) \
+             WHERE w.id = $1 AND w.mode <> 3 AND ($4 = 0 OR w.ticket < $4) \
                AND w.ticket NOT IN (SELECT ticket FROM purge)), \
          ",
         bucket!("NOT EXISTS (SELECT 1 FROM ahead)"),
@@ -233,11 +225,13 @@ pub static WAIT_TRY: Query = Query {
     params: &[TEXT, TEXT, INT8, INT8, INT8],
 };
 
-/// `dss_lock_wait` giving up: $1 ticket. Leaves the queue and wakes the
-/// others of that id, since this waiter may have been the one in front.
+/// `dss_lock_wait`, `dss_lock_shared` or `dss_sem_acquire` giving up: $1
+/// ticket. Leaves the queue and wakes the others of that id (or
+/// semaphore), since this waiter may have been the one in front.
 pub static WAIT_LEAVE: Query = Query {
     text: "DELETE FROM dss.lock_waiters l WHERE ticket = $1 \
-           RETURNING pg_notify('dss_' || md5(l.id), '')",
+           RETURNING pg_notify(CASE WHEN l.mode = 3 THEN dss.sem_channel(l.id) \
+                                    ELSE 'dss_' || md5(l.id) END, '')",
     params: &[INT8],
 };
 
@@ -276,19 +270,19 @@ pub static UNLOCK: Query = Query {
 };
 
 /// Why a call on $1 id did nothing ([`LOCK`], [`REFRESH`], [`UNLOCK`]):
-/// (owner, expired) of its row, if any.
+/// (owner, expired) of its row, if any; a NULL owner: held shared.
 pub static HOLDER: Query = Query {
     text: "SELECT owner, coalesce(expires_at <= now(), false) AS expired FROM dss.locks WHERE id = $1",
     params: &[TEXT],
 };
 
 /// `dss_unlock` with a NULL owner (force): $1 id, $2 actor (recorded in the
-/// history). True if a live lock was released (an expired one is removed
-/// too, but reads as absent).
+/// history). True if a live exclusive lock was released (an expired one is
+/// removed too, but reads as absent; shared holds are left alone).
 pub static UNLOCK_FORCE: Query = Query {
     text: concat!(
         "WITH del AS ( \
-            DELETE FROM dss.locks l WHERE l.id = $1 \
+            DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner IS NOT NULL \
             RETURNING l.owner, l.token, coalesce(l.expires_at <= now(), false) AS expired, ",
         wake_waiters!(),
         "), \
@@ -300,35 +294,40 @@ pub static UNLOCK_FORCE: Query = Query {
     params: &[TEXT, TEXT],
 };
 
-/// `dss_lock_status`: $1 id. (owner, ts) of a live lock; the timestamp
+/// `dss_lock_status`: $1 id. (owner, ts) of a live exclusive lock; the timestamp
 /// travels as a binary timestamptz (microseconds since 2000-01-01 UTC), so
 /// no time zone or DST setting on either side can shift it.
 pub static STATUS: Query = Query {
     text: concat!(
-        "SELECT owner, ts FROM dss.locks WHERE id = $1 AND ",
+        "SELECT owner, ts FROM dss.locks WHERE id = $1 AND owner IS NOT NULL AND ",
         live!()
     ),
     params: &[TEXT],
 };
 
 /// `dss_lock_info`: $1 id. (owner, locked_at, ts, ttl_ms, expires_in_ms,
-/// token) of a live lock.
+/// token) of a live exclusive lock.
 pub static INFO: Query = Query {
     text: concat!(
         "SELECT owner, locked_at, ts, ttl_ms, ",
         expires_in_ms!(),
-        ", token FROM dss.locks WHERE id = $1 AND ",
+        ", token FROM dss.locks WHERE id = $1 AND owner IS NOT NULL AND ",
         live!()
     ),
     params: &[TEXT],
 };
 
-/// `dss_lock_check`: $1 id, $2 token. True if that token holds a live lock.
+/// `dss_lock_check`: $1 id, $2 token. True if that token holds a live lock,
+/// exclusive or shared (a share of the id's current shared row).
 pub static CHECK: Query = Query {
     text: concat!(
-        "SELECT EXISTS (SELECT 1 FROM dss.locks WHERE id = $1 AND token = $2 AND ",
+        "SELECT EXISTS (SELECT 1 FROM dss.locks WHERE id = $1 AND token = $2 \
+                         AND owner IS NOT NULL AND ",
         live!(),
-        ")"
+        ") OR EXISTS (SELECT 1 FROM dss.lock_shares s \
+                        JOIN dss.locks l ON l.id = s.id AND l.owner IS NULL AND l.token = s.gen \
+                       WHERE s.id = $1 AND s.token = $2 \
+                         AND (s.expires_at IS NULL OR s.expires_at > now()))"
     ),
     params: &[TEXT, INT8],
 };
@@ -430,15 +429,27 @@ pub static CLEAN: Query = Query {
 };
 
 /// `dssctl list`: $1 id prefix, $2 owner prefix ('' matches all). Every
-/// row, expired leases included: (id, owner, locked_at, ts, ttl_ms,
-/// expires_in_ms, token, expired), by id.
+/// hold, exclusive and shared, expired leases included: (id, owner,
+/// locked_at, ts, ttl_ms, expires_in_ms, token, expired, mode 1 or 2), by
+/// id and token.
 pub static LIST: Query = Query {
     text: concat!(
         "SELECT id, owner, locked_at, ts, ttl_ms, ",
         expires_in_ms!(),
         ", token, NOT ",
         live!(),
-        " FROM dss.locks WHERE starts_with(id, $1) AND starts_with(owner, $2) ORDER BY id"
+        ", 1::int4 FROM dss.locks \
+          WHERE owner IS NOT NULL AND starts_with(id, $1) AND starts_with(owner, $2) \
+         UNION ALL \
+         SELECT id, owner, locked_at, ts, ttl_ms, ",
+        expires_in_ms!(),
+        ", token, NOT ",
+        live!(),
+        ", 2::int4 FROM ( \
+            SELECT s.* FROM dss.lock_shares s \
+              JOIN dss.locks l ON l.id = s.id AND l.owner IS NULL AND l.token = s.gen \
+             WHERE starts_with(s.id, $1) AND starts_with(s.owner, $2)) AS sh \
+         ORDER BY 1, 7"
     ),
     params: &[TEXT, TEXT],
 };

@@ -1,5 +1,6 @@
 //! Every SQL statement the library runs, in one place: `lock.rs` for the
-//! lock calls, `kv.rs` for the key-value store. The schema itself (tables, the few PL/pgSQL functions) is in
+//! lock calls, `shared.rs` for shared locks and semaphores, `kv.rs` for the
+//! key-value store. The schema itself (tables, the few PL/pgSQL functions) is in
 //! the numbered migrations under `sql/` at the top of the repository.
 //!
 //! Each statement is a [`Query`]: its text and parameter types. A connection
@@ -23,8 +24,17 @@ macro_rules! expiry {
     };
 }
 
+/// Milliseconds left on the lease of the row in scope, -1 if none.
+macro_rules! expires_in_ms {
+    () => {
+        "CASE WHEN expires_at IS NULL THEN -1::int8 \
+         ELSE greatest(0, floor(extract(epoch FROM expires_at - now()) * 1000))::int8 END"
+    };
+}
+
 pub mod kv;
 pub mod lock;
+pub mod shared;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.

@@ -54,8 +54,9 @@
  * with the call, the code and dss_last_error() (or libpq's message) on
  * stderr, and exit status 1.
  *
- * Lock ids start with "bench:<pid>:"; key-value workloads write bucket
- * "bench", keys starting with the same prefix. A run removes both.
+ * Lock ids start with "bench:<pid>:", and so do the ids of the shared locks
+ * (shared) and semaphores (sem); key-value workloads write bucket "bench",
+ * keys starting with the same prefix. A run removes them all.
  *
  * Build: cc -std=c11 -O2 dss_bench.c $(pkg-config --cflags --libs dss libpq) -pthread
  */
@@ -87,18 +88,23 @@
 
 /* ==== BENCH_SQL: the library's statements, verbatim ====================
  * Each BENCH_SQL_<NAME> is the exact text of the library's statement <NAME>
- * (`pub static NAME: Query` in src/sql/lock.rs, or src/sql/kv.rs for the
- * KV_ ones: its `text`, with concat!() and the Rust line continuations
+ * (`pub static NAME: Query` in src/sql/lock.rs, src/sql/kv.rs for the KV_
+ * ones, src/sql/shared.rs for SHARED_TRY, SHARED_RELEASE, SEM_TRY and
+ * SEM_RELEASE: its `text`, with concat!() and the Rust line continuations
  * resolved; one line each). A cargo test (tests/bench_sql.rs) compares them:
  * change them only together with the library. Nothing else goes here.
  */
 #define BENCH_SQL_LOCK "WITH bucket AS MATERIALIZED ( SELECT pg_advisory_xact_lock(7235443, hashtext($1) & 4095) WHERE true), ins AS ( INSERT INTO dss.locks (id, owner, token, ttl_ms, waited, expires_at) SELECT $1, $2, nextval('dss.lock_token_seq'), $3, false, CASE WHEN $3 > 0 THEN now() + $3 * interval '1 millisecond' END FROM bucket WHERE true ON CONFLICT (id) DO NOTHING RETURNING token), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'acquire', $1, $2, token FROM ins) SELECT token FROM ins"
 #define BENCH_SQL_REFRESH "UPDATE dss.locks SET ts = now(), expires_at = CASE WHEN ttl_ms > 0 THEN now() + ttl_ms * interval '1 millisecond' END WHERE id = $1 AND owner = $2 AND (expires_at IS NULL OR expires_at > now()) RETURNING false AS expired"
 #define BENCH_SQL_UNLOCK "WITH del AS ( DELETE FROM dss.locks l WHERE l.id = $1 AND l.owner = $2 RETURNING l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN l.waited THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', $1, $2, token FROM del) SELECT expired FROM del"
-#define BENCH_SQL_STATUS "SELECT owner, ts FROM dss.locks WHERE id = $1 AND (expires_at IS NULL OR expires_at > now())"
+#define BENCH_SQL_STATUS "SELECT owner, ts FROM dss.locks WHERE id = $1 AND owner IS NOT NULL AND (expires_at IS NULL OR expires_at > now())"
 #define BENCH_SQL_LOCK_MANY "SELECT conflict_ord, holder FROM dss.lock_many($1, $2, $3)"
 #define BENCH_SQL_KV_SET "INSERT INTO dss.kv AS kv (bucket, key, value, version, expires_at) SELECT $1, $2, $3, nextval('dss.kv_version_seq'), CASE WHEN $4 > 0 THEN now() + $4 * interval '1 millisecond' END WHERE true ON CONFLICT (bucket, key) DO UPDATE SET value = excluded.value, version = greatest(excluded.version, kv.version + 1), expires_at = excluded.expires_at, updated_at = now(), created_at = CASE WHEN (kv.expires_at IS NULL OR kv.expires_at > now()) THEN kv.created_at ELSE now() END RETURNING version"
 #define BENCH_SQL_KV_GET "SELECT value, version FROM dss.kv AS kv WHERE bucket = $1 AND key = $2 AND (kv.expires_at IS NULL OR kv.expires_at > now())"
+#define BENCH_SQL_SHARED_TRY "SELECT * FROM dss.lock_shared_try($1, $2, $3, $4, $5)"
+#define BENCH_SQL_SHARED_RELEASE "SELECT dss.lock_shared_release($1, $2, $3)"
+#define BENCH_SQL_SEM_TRY "SELECT * FROM dss.sem_try($1, $2, $3, $4, $5, $6, $7)"
+#define BENCH_SQL_SEM_RELEASE "SELECT dss.sem_release($1, $2, $3)"
 #define BENCH_SQL_UNLOCK_MANY "WITH req AS ( SELECT r.id, r.ord FROM unnest($1::text[]) WITH ORDINALITY AS r(id, ord)), cur AS ( SELECT l.id, l.owner, coalesce(l.expires_at <= now(), false) AS expired FROM dss.locks l WHERE l.id = ANY ($1) ORDER BY l.id FOR UPDATE), del AS ( DELETE FROM dss.locks l WHERE l.id = ANY (ARRAY(SELECT cur.id FROM cur WHERE cur.owner = $2)) RETURNING l.id, l.token, coalesce(l.expires_at <= now(), false) AS expired, CASE WHEN l.waited THEN pg_notify('dss_' || md5(l.id), '') END), hist AS ( INSERT INTO dss.lock_history (event, id, owner, token) SELECT 'release', id, $2, token FROM del), bad AS ( SELECT req.ord, req.id FROM req WHERE req.id NOT IN (SELECT id FROM del WHERE NOT expired) ORDER BY req.ord LIMIT 1) SELECT bad.ord, del.id IS NOT NULL, coalesce(del.expired, false), cur.owner, coalesce(cur.expired, false) FROM bad LEFT JOIN cur ON cur.id = bad.id LEFT JOIN del ON del.id = bad.id"
 /* ==== end of BENCH_SQL ================================================= */
 
@@ -120,6 +126,18 @@
  * primary key (bucket, key) is COLLATE "C", so this is a range of it). */
 #define ADMIN_SQL_KV_COUNT "SELECT count(*) FROM dss.kv WHERE bucket = $1 AND key >= $2 AND key < $3"
 #define ADMIN_SQL_KV_DELETE "DELETE FROM dss.kv WHERE bucket = $1 AND key >= $2 AND key < $3"
+/* shared, sem: this run's rows of the shared holders and the semaphores,
+ * ids in [$1, $2) (a shared id's dss.locks row, owner NULL, is one of
+ * ADMIN_SQL_COUNT's); how many, or removed. */
+#define ADMIN_SQL_SHARED_COUNT \
+    "SELECT (SELECT count(*) FROM dss.lock_shares WHERE id >= $1 AND id < $2) " \
+    "+ (SELECT count(*) FROM dss.sem_holders WHERE id >= $1 AND id < $2) " \
+    "+ (SELECT count(*) FROM dss.sems WHERE id >= $1 AND id < $2)"
+#define ADMIN_SQL_SHARED_DELETE \
+    "WITH s AS (DELETE FROM dss.lock_shares WHERE id >= $1 AND id < $2 RETURNING 1), " \
+    "h AS (DELETE FROM dss.sem_holders WHERE id >= $1 AND id < $2 RETURNING 1), " \
+    "m AS (DELETE FROM dss.sems WHERE id >= $1 AND id < $2 RETURNING 1) " \
+    "SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM h) + (SELECT count(*) FROM m)"
 
 /* The peers' tables and statements (not the library's: see --peers). The
  * schema is the benchmark's own: created at start, dropped at the end. */
@@ -162,6 +180,7 @@
 /* Parameter types, as the library declares them (prepare_typed). */
 #define BYTEAOID     ((Oid)17)
 #define INT8OID      ((Oid)20)
+#define INT4OID      ((Oid)23)
 #define TEXTOID      ((Oid)25)
 #define TEXTARRAYOID ((Oid)1009)
 
@@ -176,19 +195,27 @@
 #define KV_VALUE_LEN 64
 #define KV_KEY_LEN   96
 
+/* sem: each iteration takes SEM_PERMITS of a new semaphore of capacity
+ * SEM_CAPACITY, with a lease of SEM_TTL_MS (a permit needs one). shared:
+ * no lease (ttl 0), as dss_lock in pair. Both try once (timeout 0). */
+#define SEM_PERMITS  1
+#define SEM_CAPACITY 1
+#define SEM_TTL_MS   60000
+
 /* ---- workloads and options -------------------------------------------- */
 
 /* In the order they run. soak comes before scale: it watches dss.locks grow,
  * and scale leaves the table (not its rows) as large as its filler. */
-enum wl { W_PAIR, W_REFRESH, W_STATUS, W_KV_SET, W_KV_GET, W_CONTENDED, W_CONTENDED_WAIT,
-          W_BATCH, W_SOAK, W_SCALE, W_N, W_WARMUP = W_N };
+enum wl { W_PAIR, W_REFRESH, W_STATUS, W_KV_SET, W_KV_GET, W_SHARED, W_SEM, W_CONTENDED,
+          W_CONTENDED_WAIT, W_BATCH, W_SOAK, W_SCALE, W_N, W_WARMUP = W_N };
 static const char *const wl_name[W_N + 1] = {
-    "pair", "refresh", "status", "kv-set", "kv-get", "contended", "contended-wait", "batch",
-    "soak", "scale", "warmup",
+    "pair", "refresh", "status", "kv-set", "kv-get", "shared", "sem", "contended",
+    "contended-wait", "batch", "soak", "scale", "warmup",
 };
-/* First letter of the lock ids (kv: keys) of each workload, after the run's
- * prefix. */
-static const char wl_tag[W_N + 1] = { 'p', 'r', 's', 'v', 'g', 'c', 'w', 'b', 'k', 'x', 'u' };
+/* First letter of the lock ids (kv: keys; sem: semaphore ids) of each
+ * workload, after the run's prefix ('f': scale's filler). */
+static const char wl_tag[W_N + 1] = { 'p', 'r', 's', 'v', 'g', 'h', 'm', 'c', 'w', 'b', 'k',
+                                      'x', 'u' };
 
 static inline bool is_kv(enum wl wl)
 {
@@ -276,13 +303,19 @@ static void usage(FILE *f)
 "      status             dss_lock_status of a lock each thread holds\n"
 "      kv-set             dss_kv_set of a 64-byte value, each thread over 100 keys of its own\n"
 "      kv-get             dss_kv_get of such a key (written untimed before each round)\n"
+"      shared             dss_lock_shared (ttl 0, timeout 0) + dss_unlock_shared of distinct\n"
+"                         ids per thread (no peers)\n"
+"      sem                dss_sem_acquire (1 permit, capacity 1, ttl 60000 ms, timeout 0) +\n"
+"                         dss_sem_release of distinct semaphores per thread (no peers)\n"
 "      contended          --contenders threads on one id, retrying on -EEXIST\n"
 "      contended-wait     the same with dss_lock_wait (baseline: the contended loop)\n"
 "      batch              one dss_lock_many / dss_unlock_many of N ids vs N single calls\n"
 "      soak               pair for --soak-minutes, library only\n"
-"      scale              pair with --scale-fill other locks held\n"
-"  --threads LIST         thread counts of pair, refresh, status, kv-set, kv-get, scale\n"
-"                         (default 1,8)\n"
+"      scale              pair with --scale-fill other locks held\n", f);
+    /* Two strings: each within the 4095 bytes a C99 compiler must accept. */
+    fputs(
+"  --threads LIST         thread counts of pair, refresh, status, kv-set, kv-get, shared,\n"
+"                         sem, scale (default 1,8)\n"
 "  --duration SECONDS     length of one round (default 5)\n"
 "  --rounds N             rounds per side (default 3)\n"
 "  --contenders N         threads of contended and contended-wait (default 8)\n"
@@ -314,10 +347,11 @@ static void usage(FILE *f)
 "  --help                 this text\n"
 "\n"
 "PHOBOS_DSS_pool_size is set to the largest thread count when it is unset.\n"
-"Lock ids start with \"bench:<pid>:\", and so do the keys kv-set and kv-get write\n"
-"in bucket \"bench\"; a run removes its rows from dss.locks (the scale filler\n"
-"included) and dss.kv, also when interrupted with SIGINT or SIGTERM (not when\n"
-"the server went away). The peers' schema dss_bench is created at start (its\n"
+"Lock ids start with \"bench:<pid>:\", and so do the semaphore ids of sem and the\n"
+"keys kv-set and kv-get write in bucket \"bench\"; a run removes its rows from\n"
+"dss.locks (the scale filler included), dss.lock_shares, dss.sems,\n"
+"dss.sem_holders and dss.kv, also when interrupted with SIGINT or SIGTERM (not\n"
+"when the server went away). The peers' schema dss_bench is created at start (its\n"
 "tables fresh) and dropped at the end, also when interrupted. Lock events stay in\n"
 "dss.lock_history (append-only); remove them with:\n"
 "DELETE FROM dss.lock_history WHERE id LIKE 'bench:%';\n"
@@ -518,7 +552,7 @@ static char g_server_version[64] = "";
 static const struct {
     const char *name, *sql;
     int nparams;
-    Oid types[4];
+    Oid types[7];
 } base_stmt[] = {
     { "lock", BENCH_SQL_LOCK, 3, { TEXTOID, TEXTOID, INT8OID } },
     { "refresh", BENCH_SQL_REFRESH, 2, { TEXTOID, TEXTOID } },
@@ -528,6 +562,11 @@ static const struct {
     { "unlock_many", BENCH_SQL_UNLOCK_MANY, 2, { TEXTARRAYOID, TEXTOID } },
     { "kv_set", BENCH_SQL_KV_SET, 4, { TEXTOID, TEXTOID, BYTEAOID, INT8OID } },
     { "kv_get", BENCH_SQL_KV_GET, 2, { TEXTOID, TEXTOID } },
+    { "shared_try", BENCH_SQL_SHARED_TRY, 5, { TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID } },
+    { "shared_release", BENCH_SQL_SHARED_RELEASE, 3, { TEXTOID, TEXTOID, TEXTOID } },
+    { "sem_try", BENCH_SQL_SEM_TRY, 7,
+      { TEXTOID, TEXTOID, INT4OID, INT4OID, INT8OID, INT8OID, INT8OID } },
+    { "sem_release", BENCH_SQL_SEM_RELEASE, 3, { TEXTOID, TEXTOID, TEXTOID } },
 };
 
 /* The peers' prepared statements, on the same connections; `need` is the
@@ -679,6 +718,36 @@ static long long admin_kv_delete(void)
     return n;
 }
 
+/* This run's shared holders and semaphores (shared, sem): how many, or
+ * removed; -1 on failure. Only when one of those workloads runs (the
+ * tables are schema 6's). */
+static inline bool shared_tables_used(void)
+{
+    return opt.want[W_SHARED] || opt.want[W_SEM];
+}
+
+static long long admin_shared_count(void)
+{
+    if (!shared_tables_used())
+        return 0;
+    const char *p[2] = { g_prefix, g_prefix_end };
+    PGresult *r = admin(ADMIN_SQL_SHARED_COUNT, 2, p);
+    long long n = r ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+static long long admin_shared_delete(void)
+{
+    if (!shared_tables_used())
+        return 0;
+    const char *p[2] = { g_prefix, g_prefix_end };
+    PGresult *r = admin(ADMIN_SQL_SHARED_DELETE, 2, p);
+    long long n = r ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
 /* The peers' schema: created at start (tables fresh), dropped at the end. */
 static bool create_peer_tables(void)
 {
@@ -778,9 +847,9 @@ static inline uint64_t be64(const char *p)
 }
 
 /* Parameters go in binary, as the library sends them (for text and bytea
- * the bytes themselves; int8 is 8 bytes big-endian); results come back in
- * binary. */
-static const int bin[4] = { 1, 1, 1, 1 };
+ * the bytes themselves; int8 is 8 bytes big-endian, int4 4); results come
+ * back in binary. */
+static const int bin[7] = { 1, 1, 1, 1, 1, 1, 1 };
 
 static inline void put_be64(char *p, uint64_t v)
 {
@@ -1017,6 +1086,95 @@ static int base_kv_get(PGconn *c, const char *bucket, const char *key, size_t *v
     } else {
         *vlen = (size_t)PQgetlength(r, 0, 0);
         *version = be64(PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* SHARED_TRY / SEM_TRY, one attempt, not queued (ticket 0, queue 0): the
+ * columns of WAIT_TRY (token, ticket, channel, ms left, armed), then a
+ * status, read as the library's wait::Waiter::attempt reads them: a token
+ * is the hold (0); else status 'already' is -EALREADY, 'capacity' (sem)
+ * -EINVAL, none -EEXIST (blocked: a path these workloads never take). */
+static int base_try(PGconn *c, const char *stmt, int n, const char *const *p, const int *len,
+                    uint64_t *token)
+{
+    PGresult *r = PQexecPrepared(c, stmt, n, p, len, bin, 1);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 6 || PQntuples(r) != 1)
+        rc = base_error(c, r, stmt);
+    else if (PQgetisnull(r, 0, 2)
+             || (!PQgetisnull(r, 0, 1) && PQgetlength(r, 0, 1) != 8))
+        rc = base_error(c, r, "try (unexpected row)");
+    else if (!PQgetisnull(r, 0, 0)) {
+        if (PQgetlength(r, 0, 0) != 8)
+            rc = base_error(c, r, "try (unexpected token)");
+        else {
+            *token = be64(PQgetvalue(r, 0, 0));
+            rc = 0;
+        }
+    } else if (PQgetisnull(r, 0, 5)) {
+        rc = -EEXIST;
+        snprintf(tl_base_error, sizeof tl_base_error, "%s: not granted", stmt);
+    } else {
+        const char *st = PQgetvalue(r, 0, 5);
+        int stlen = PQgetlength(r, 0, 5);
+        snprintf(tl_base_error, sizeof tl_base_error, "%s: status '%.*s'", stmt, stlen, st);
+        rc = stlen == 7 && memcmp(st, "already", 7) == 0 ? -EALREADY
+             : stlen == 8 && memcmp(st, "capacity", 8) == 0 ? -EINVAL : -ECOMM;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* SHARED_TRY (ttl 0, ticket 0, queue 0: dss_lock_shared with ttl and
+ * timeout 0). */
+static int base_lock_shared(PGconn *c, const char *id, const char *owner, uint64_t *token)
+{
+    char ttl[8], ticket[8], queue[8];
+    put_be64(ttl, 0);
+    put_be64(ticket, 0);
+    put_be64(queue, 0);
+    const char *p[5] = { id, owner, ttl, ticket, queue };
+    int len[5] = { (int)strlen(id), (int)strlen(owner), 8, 8, 8 };
+    return base_try(c, "shared_try", 5, p, len, token);
+}
+
+/* SEM_TRY (permits SEM_PERMITS, capacity SEM_CAPACITY, ttl SEM_TTL_MS,
+ * ticket 0, queue 0: dss_sem_acquire with timeout 0). */
+static int base_sem_acquire(PGconn *c, const char *id, const char *owner, uint64_t *token)
+{
+    char permits[4], capacity[4], ttl[8], ticket[8], queue[8];
+    put_be32(permits, SEM_PERMITS);
+    put_be32(capacity, SEM_CAPACITY);
+    put_be64(ttl, SEM_TTL_MS);
+    put_be64(ticket, 0);
+    put_be64(queue, 0);
+    const char *p[7] = { id, owner, permits, capacity, ttl, ticket, queue };
+    int len[7] = { (int)strlen(id), (int)strlen(owner), 4, 4, 8, 8, 8 };
+    return base_try(c, "sem_try", 7, p, len, token);
+}
+
+/* SHARED_RELEASE / SEM_RELEASE of the owner's hold: one text, 'done' (0),
+ * 'expired' (-ETIME), 'nolock' (-ENOLCK), as the library's shared::status.
+ * The actor ($3) is the library's for a release that is not forced: an
+ * empty string. */
+static int base_release(PGconn *c, const char *stmt, const char *id, const char *owner)
+{
+    const char *p[3] = { id, owner, "" };
+    int len[3] = { (int)strlen(id), (int)strlen(owner), 0 };
+    PGresult *r = PQexecPrepared(c, stmt, 3, p, len, bin, 1);
+    int rc;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 1 || PQntuples(r) != 1
+        || PQgetisnull(r, 0, 0)) {
+        rc = base_error(c, r, stmt);
+    } else {
+        const char *st = PQgetvalue(r, 0, 0);
+        int stlen = PQgetlength(r, 0, 0);
+        snprintf(tl_base_error, sizeof tl_base_error, "%s: '%.*s'", stmt, stlen, st);
+        rc = stlen == 4 && memcmp(st, "done", 4) == 0 ? 0
+             : stlen == 7 && memcmp(st, "expired", 7) == 0 ? -ETIME
+             : stlen == 6 && memcmp(st, "nolock", 6) == 0 ? -ENOLCK : -ECOMM;
     }
     PQclear(r);
     return rc;
@@ -1273,13 +1431,17 @@ static void base_give(PGconn *c)
 }
 
 /* The calls of pair, refresh, status (and batch's single calls) on every
- * side; the peers use their thread's connection (never shared). */
-enum op { OP_LOCK, OP_UNLOCK, OP_REFRESH, OP_STATUS, OP_N };
+ * side, and of shared and sem (library and baseline only); the peers use
+ * their thread's connection (never shared). */
+enum op { OP_LOCK, OP_UNLOCK, OP_REFRESH, OP_STATUS, OP_LOCK_SHARED, OP_UNLOCK_SHARED,
+          OP_SEM_ACQUIRE, OP_SEM_RELEASE, OP_N };
 
 /* What a failed call is called in the messages, per side. */
 static const char *const op_call[SIDE_N][OP_N] = {
-    [LIB] = { "dss_lock", "dss_unlock", "dss_lock_refresh", "dss_lock_status" },
-    [BASE] = { "dss_lock", "dss_unlock", "dss_lock_refresh", "dss_lock_status" },
+    [LIB] = { "dss_lock", "dss_unlock", "dss_lock_refresh", "dss_lock_status",
+              "dss_lock_shared", "dss_unlock_shared", "dss_sem_acquire", "dss_sem_release" },
+    [BASE] = { "dss_lock", "dss_unlock", "dss_lock_refresh", "dss_lock_status",
+               "dss_lock_shared", "dss_unlock_shared", "dss_sem_acquire", "dss_sem_release" },
     [MINIMAL] = { "minimal INSERT", "minimal DELETE", "minimal UPDATE", "minimal SELECT" },
     [PHOBOS] = { "phobos INSERT", "phobos DO block", "-", "-" },
     [ADVISORY] = { "pg_try_advisory_lock", "pg_advisory_unlock", "-", "-" },
@@ -1372,6 +1534,83 @@ static inline int op_status(struct worker *w, const char *id, bool *owner_ok)
     return rc;
 }
 
+/* shared: dss_lock_shared (ttl 0, timeout 0), dss_unlock_shared. */
+static inline int op_lock_shared(struct worker *w, const char *id)
+{
+    uint64_t token = 0;
+    int rc;
+    if (w->rd->side == LIB) {
+        rc = dss_lock_shared(&g_h, id, w->owner, 0, 0, &token);
+    } else {
+        PGconn *c = base_take(w);
+        rc = base_lock_shared(c, id, w->owner, &token);
+        base_give(c);
+    }
+    w->sink += (long)token;
+    return rc;
+}
+
+static inline int op_unlock_shared(struct worker *w, const char *id)
+{
+    if (w->rd->side == LIB)
+        return dss_unlock_shared(&g_h, id, w->owner);
+    PGconn *c = base_take(w);
+    int rc = base_release(c, "shared_release", id, w->owner);
+    base_give(c);
+    return rc;
+}
+
+/* sem: dss_sem_acquire (SEM_PERMITS of capacity SEM_CAPACITY, lease
+ * SEM_TTL_MS, timeout 0), dss_sem_release. */
+static inline int op_sem_acquire(struct worker *w, const char *id)
+{
+    uint64_t token = 0;
+    int rc;
+    if (w->rd->side == LIB) {
+        rc = dss_sem_acquire(&g_h, id, w->owner, SEM_PERMITS, SEM_CAPACITY, SEM_TTL_MS, 0, &token);
+    } else {
+        PGconn *c = base_take(w);
+        rc = base_sem_acquire(c, id, w->owner, &token);
+        base_give(c);
+    }
+    w->sink += (long)token;
+    return rc;
+}
+
+static inline int op_sem_release(struct worker *w, const char *id)
+{
+    if (w->rd->side == LIB)
+        return dss_sem_release(&g_h, id, w->owner);
+    PGconn *c = base_take(w);
+    int rc = base_release(c, "sem_release", id, w->owner);
+    base_give(c);
+    return rc;
+}
+
+/* The acquiring and releasing calls of pair (scale, soak, warmup), shared
+ * and sem. */
+static inline enum op acquire_op(enum wl wl)
+{
+    return wl == W_SHARED ? OP_LOCK_SHARED : wl == W_SEM ? OP_SEM_ACQUIRE : OP_LOCK;
+}
+
+static inline enum op release_op(enum wl wl)
+{
+    return wl == W_SHARED ? OP_UNLOCK_SHARED : wl == W_SEM ? OP_SEM_RELEASE : OP_UNLOCK;
+}
+
+static inline int op_pair(struct worker *w, enum op op, const char *id)
+{
+    switch (op) {
+    case OP_LOCK_SHARED: return op_lock_shared(w, id);
+    case OP_UNLOCK_SHARED: return op_unlock_shared(w, id);
+    case OP_SEM_ACQUIRE: return op_sem_acquire(w, id);
+    case OP_SEM_RELEASE: return op_sem_release(w, id);
+    case OP_UNLOCK: return op_unlock(w, id);
+    default: return op_lock(w, id);
+    }
+}
+
 /* kv-set: `value` is KV_VALUE_LEN bytes, ttl 0. */
 static inline int op_kv_set(struct worker *w, const char *key, const char *value)
 {
@@ -1410,26 +1649,29 @@ static void wait_start(struct round *rd)
     pthread_barrier_wait(&rd->go);
 }
 
-/* pair, scale, soak, warmup: lock + unlock of a new id per iteration. */
+/* pair, scale, soak, warmup: lock + unlock of a new id per iteration;
+ * shared: lock_shared + unlock_shared, sem: sem_acquire + sem_release, the
+ * same way. */
 static void *pair_thread(void *arg)
 {
     struct worker *w = arg;
     struct round *rd = w->rd;
+    enum op acquire = acquire_op(rd->wl), release = release_op(rd->wl);
     uint64_t i = 0;
     wait_start(rd);
     while (!stopped()) {
         snprintf(w->id, sizeof w->id, "%s%s%d:%" PRIu64, g_prefix, rd->tag, w->slot, i++);
         int64_t t0 = now_ns();
-        int rc = op_lock(w, w->id);
+        int rc = op_pair(w, acquire, w->id);
         int64_t t1 = now_ns();
         if (rc != 0) {
-            fail(w, call_name(w, OP_LOCK), w->id, rc);
+            fail(w, call_name(w, acquire), w->id, rc);
             break;
         }
-        rc = op_unlock(w, w->id);
+        rc = op_pair(w, release, w->id);
         int64_t t2 = now_ns();
         if (rc != 0) {
-            fail(w, call_name(w, OP_UNLOCK), w->id, rc);
+            fail(w, call_name(w, release), w->id, rc);
             break;
         }
         if (t2 > rd->deadline)
@@ -1831,7 +2073,7 @@ static void text_side(const char *name, const struct acc *a)
 static const char *unit_of(enum wl wl)
 {
     switch (wl) {
-    case W_PAIR: case W_SCALE: case W_SOAK: return "pairs";
+    case W_PAIR: case W_SHARED: case W_SEM: case W_SCALE: case W_SOAK: return "pairs";
     case W_CONTENDED: case W_CONTENDED_WAIT: return "acquisitions";
     default: return "calls";
     }
@@ -1846,6 +2088,10 @@ static const char *what_of(enum wl wl)
     case W_KV_SET: return "dss_kv_set of a 64-byte value (ttl 0), each thread over 100 live keys "
                           "of its own";
     case W_KV_GET: return "dss_kv_get of a 64-byte value, each thread over 100 keys it wrote";
+    case W_SHARED: return "dss_lock_shared (ttl 0, timeout 0) + dss_unlock_shared, a new id per "
+                          "iteration, no conflicts";
+    case W_SEM: return "dss_sem_acquire (1 permit, capacity 1, ttl 60000 ms, timeout 0) + "
+                       "dss_sem_release, a new semaphore per iteration, no conflicts";
     case W_SCALE: return "pair, with other locks held";
     case W_CONTENDED: return "all threads on one id: dss_lock until taken (sched_yield), hold, dss_unlock";
     case W_CONTENDED_WAIT: return "all threads on one id: dss_lock_wait, hold, dss_unlock "
@@ -1943,6 +2189,12 @@ static void check_no_leftovers(const char *after)
     if (n != 0) {
         fprintf(stderr, "dss_bench: after %s: %lld keys of this run left in dss.kv (bucket '%s')\n",
                 after, n, KV_BUCKET);
+        atomic_store(&g_stop, STOP_FAILED);
+    }
+    n = admin_shared_count();
+    if (n != 0) {
+        fprintf(stderr, "dss_bench: after %s: %lld rows of this run left in dss.lock_shares, "
+                "dss.sem_holders and dss.sems\n", after, n);
         atomic_store(&g_stop, STOP_FAILED);
     }
     n = admin_peer_rows();
@@ -2844,6 +3096,7 @@ int main(int argc, char **argv)
             continue;
         switch ((enum wl)i) {
         case W_PAIR: case W_REFRESH: case W_STATUS: case W_KV_SET: case W_KV_GET:
+        case W_SHARED: case W_SEM:
             wl_rates((enum wl)i);
             break;
         case W_CONTENDED: case W_CONTENDED_WAIT: wl_contended((enum wl)i); break;
@@ -2863,6 +3116,10 @@ int main(int argc, char **argv)
         n = admin_kv_delete();
         if (n > 0)
             progress("removed %lld keys left by the interrupted run", n);
+        n = admin_shared_delete();
+        if (n > 0)
+            progress("removed %lld shared holder and semaphore rows left by the interrupted run",
+                     n);
     }
     drop_peer_tables();
 

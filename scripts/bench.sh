@@ -11,8 +11,9 @@
 # (default settings), runs every workload of dss_bench with --json, removes
 # the cluster whatever happens, and turns the JSON into OUTFILE with the
 # machine, the versions, the command, the library ÷ peer ratios, one table
-# per workload and every target marked PASS or FAIL (kv-set / kv-get and
-# library ÷ phobos / advisory have no target: their ratios are reported).
+# per workload and every target marked PASS or FAIL (kv-set / kv-get,
+# shared / sem and library ÷ phobos / advisory have no target: their ratios
+# are reported).
 #
 # Knobs (environment):
 #   BENCH_DURATION     seconds per round (default 5)
@@ -20,7 +21,7 @@
 #                      round, so with k sides (library, baseline, peers) each
 #                      goes first equally often when this is a multiple of k
 #   BENCH_THREADS      thread counts of pair, refresh, status, kv-set, kv-get,
-#                      scale (1,8)
+#                      shared, sem, scale (1,8)
 #   BENCH_WORKLOADS    comma list (default all; see dss_bench --help)
 #   BENCH_CONTENDERS   threads of contended / contended-wait (8)
 #   BENCH_HOLD_US      how long a contender holds the lock (100)
@@ -283,6 +284,37 @@ if kv_rows:
       "client CPU µs/op library / baseline | per round: library ; baseline |")
     b("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, what in kv_names.items():
+        for r in by(name):
+            lib, base = r["library"], r["baseline"]
+            nz = " (noisy)" if noisy(lib, base) else ""
+            b(f"| {name}: {what} | {r['threads']} | {f(lib['ops_per_s'])} | "
+              f"{f(base['ops_per_s'])} | {r['throughput_ratio']:.3f}{nz} | "
+              f"{r['paired_ratio_median']:.3f} | {lat(lib)} | {lat(base)} | "
+              f"{r['p99_ratio']:.3f} | {cpu(lib, base)} | {rounds(lib)} ; {rounds(base)} |")
+    b("")
+
+# shared / sem: no target in the issue, ratios reported (no peers)
+sh_names = {"shared": "`dss_lock_shared` (ttl 0, timeout 0) + `dss_unlock_shared`",
+            "sem": "`dss_sem_acquire` (1 permit, capacity 1, ttl 60 000 ms, timeout 0) + "
+                   "`dss_sem_release`"}
+sh_rows = [r for name in sh_names for r in by(name)]
+if sh_rows:
+    b("## shared / sem: shared locks and semaphores, a new id per iteration (pairs/s)")
+    b("")
+    b("Each thread takes and releases a new id (shared) or a new semaphore (sem) per "
+      "iteration, never in conflict: the cost of the calls themselves, which are PL/pgSQL "
+      "functions (`sql/0006_shared.sql`) locking the id's row first. The baseline runs "
+      "`BENCH_SQL_SHARED_TRY` (ttl 0, ticket 0, queue 0; the token read) + "
+      "`BENCH_SQL_SHARED_RELEASE` and `BENCH_SQL_SEM_TRY` (permits 1, capacity 1, ttl 60 000, "
+      "ticket 0, queue 0) + `BENCH_SQL_SEM_RELEASE` ('done' expected; actor the library's "
+      "empty string), binary parameters (int4 / int8) and results. No peers; no target: "
+      "ratios only; *(noisy)*: the rounds of one side differ by more than 1.5×.")
+    b("")
+    b("| workload | threads | library ops/s | baseline ops/s | ratio | same-round | "
+      "library p50 / p99 / max | baseline p50 / p99 / max | p99 ratio | "
+      "client CPU µs/op library / baseline | per round: library ; baseline |")
+    b("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, what in sh_names.items():
         for r in by(name):
             lib, base = r["library"], r["baseline"]
             nz = " (noisy)" if noisy(lib, base) else ""

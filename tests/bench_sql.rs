@@ -3,7 +3,7 @@
 //! `#define BENCH_SQL_<NAME> "..."` there must equal the library's query of
 //! that name (whitespace aside).
 
-use dss::sql::{Query, kv, lock};
+use dss::sql::{Query, kv, lock, shared};
 
 fn library_query(name: &str) -> Option<&'static Query> {
     Some(match name {
@@ -24,6 +24,10 @@ fn library_query(name: &str) -> Option<&'static Query> {
         "KV_DELETE" => &kv::DELETE,
         "KV_INCREMENT" => &kv::INCREMENT,
         "KV_CAS" => &kv::CAS,
+        "SHARED_TRY" => &shared::SHARED_TRY,
+        "SHARED_RELEASE" => &shared::SHARED_RELEASE,
+        "SEM_TRY" => &shared::SEM_TRY,
+        "SEM_RELEASE" => &shared::SEM_RELEASE,
         _ => return None,
     })
 }

@@ -13,6 +13,7 @@ use common::*;
 use dss::config::Settings;
 use dss::handle::Handle;
 use dss::lock;
+use dss::shared::{self, MODE_SHARED};
 use serde_json::Value;
 
 /// dssctl with `args`, connected through the environment variable (the
@@ -103,7 +104,8 @@ fn list_table_json_and_filters() {
             "LOCKED_AT",
             "REFRESHED_AT",
             "TTL",
-            "EXPIRES_IN"
+            "EXPIRES_IN",
+            "MODE"
         ]
     );
     assert_eq!(lines.count(), 3, "{table}");
@@ -117,12 +119,12 @@ fn list_table_json_and_filters() {
         ra[3]
     );
     assert_eq!(ra[3], ra[4], "taken, never refreshed");
-    assert_eq!(&ra[5..], ["-", "never"]);
+    assert_eq!(&ra[5..], ["-", "never", "exclusive"]);
     let rb: Vec<&str> = row(&table, &b).split_whitespace().collect();
     assert_eq!(rb[5], "1m00s");
     assert!(rb[6].ends_with('s') && rb[6] != "expired", "{}", rb[6]);
     assert_eq!(
-        row(&table, &c).split_whitespace().last(),
+        row(&table, &c).split_whitespace().nth(6),
         Some("expired"),
         "expired leases are listed, marked"
     );
@@ -552,6 +554,828 @@ fn usage_errors_exit_2() {
     for sub in ["list", "status", "unlock", "clean", "history", "migrate"] {
         assert!(help.contains(sub), "{help}");
     }
+}
+
+// ------------------------------------------- shared locks and semaphores
+
+/// Every row of a table whose first column is `id`, split on whitespace.
+fn rows_of<'a>(table: &'a str, id: &str) -> Vec<Vec<&'a str>> {
+    table
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(id))
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+/// The header of a table, split on whitespace.
+fn header(table: &str) -> Vec<&str> {
+    table.lines().next().unwrap().split_whitespace().collect()
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
+
+/// The keys of a lock object of `list --json` (sorted).
+const LOCK_KEYS: [&str; 11] = [
+    "expired",
+    "expires_in_ms",
+    "id",
+    "locked_at",
+    "locked_at_us",
+    "mode",
+    "owner",
+    "refreshed_at",
+    "refreshed_at_us",
+    "token",
+    "ttl_ms",
+];
+
+/// Makes every shared lease of `id` expired, as time would.
+fn expire_shares(id: &str) {
+    let mut c = client();
+    let n = c
+        .execute(
+            "UPDATE dss.lock_shares SET expires_at = now() - interval '1 ms' \
+             WHERE id = $1 AND expires_at IS NOT NULL",
+            &[&id],
+        )
+        .unwrap();
+    assert!(n > 0, "{id} has shared leases");
+    c.execute(
+        "UPDATE dss.locks SET expires_at = now() - interval '1 ms' \
+         WHERE id = $1 AND owner IS NULL AND expires_at IS NOT NULL",
+        &[&id],
+    )
+    .unwrap();
+}
+
+/// Makes `owner`'s lease on semaphore `id` expired, as time would.
+fn expire_permits(id: &str, owner: &str) {
+    let n = client()
+        .execute(
+            "UPDATE dss.sem_holders SET expires_at = now() - interval '1 ms' \
+             WHERE id = $1 AND owner = $2",
+            &[&id, &owner],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "{owner} holds {id}");
+}
+
+/// (owner, mode) of the live holders of lock `id`; empty if none.
+fn holders(h: &Handle, id: &str) -> Vec<(String, i32)> {
+    match shared::lock_holders(h, id) {
+        Ok(hs) => hs.into_iter().map(|x| (x.owner, x.mode)).collect(),
+        Err(e) if e.errno() == -libc::ENOLCK => Vec::new(),
+        Err(e) => panic!("lock_holders {id}: {e}"),
+    }
+}
+
+/// (owner, permits) of the live holders of semaphore `id`; empty if none.
+fn sem_holders(h: &Handle, id: &str) -> Vec<(String, u32)> {
+    match shared::sem_holders(h, id) {
+        Ok(hs) => hs.into_iter().map(|x| (x.owner, x.permits)).collect(),
+        Err(e) if e.errno() == -libc::ENOLCK => Vec::new(),
+        Err(e) => panic!("sem_holders {id}: {e}"),
+    }
+}
+
+/// The dssctl actor the history records for forced releases in tests.
+fn test_actor() -> String {
+    let owner_self = lock::owner_self();
+    let host = owner_self.rsplit_once(':').unwrap().0;
+    format!("dssctl:cli-tester@{host}")
+}
+
+#[test]
+fn list_shows_the_mode_and_one_row_per_shared_holder() {
+    let h = handle();
+    let p = uid("cli-list-mode");
+    let (s, x, e) = (format!("{p}/s"), format!("{p}/x"), format!("{p}/z"));
+    let t1 = shared::lock_shared(&h, &s, "reader:1", 0, 0).unwrap();
+    let t2 = shared::lock_shared(&h, &s, "reader:2", 60_000, 0).unwrap();
+    let tx = lock::lock(&h, &x, "writer:1", 0).unwrap();
+    let te = shared::lock_shared(&h, &e, "reader:3", 60_000, 0).unwrap();
+    expire_shares(&e);
+
+    let table = ok(&dssctl(&["list", "--prefix", &p]));
+    assert_eq!(header(&table).last(), Some(&"MODE"), "{table}");
+    assert_eq!(table.lines().count(), 5, "a header and 4 holds: {table}");
+    let rs = rows_of(&table, &s);
+    assert_eq!(rs.len(), 2, "one row per shared holder: {table}");
+    assert_eq!(
+        (rs[0][1], rs[0][2], &rs[0][5..]),
+        (
+            "reader:1",
+            t1.to_string().as_str(),
+            &["-", "never", "shared"][..]
+        )
+    );
+    assert_eq!((rs[1][1], rs[1][2]), ("reader:2", t2.to_string().as_str()));
+    assert_eq!((rs[1][5], rs[1][7]), ("1m00s", "shared"));
+    assert!(rs[1][6].ends_with('s') && rs[1][6] != "expired", "{table}");
+    let rx = rows_of(&table, &x);
+    assert_eq!(rx.len(), 1);
+    assert_eq!((rx[0][1], rx[0][7]), ("writer:1", "exclusive"));
+    let re = rows_of(&table, &e);
+    assert_eq!(re.len(), 1, "an expired share is listed: {table}");
+    assert_eq!(&re[0][6..], ["expired", "shared"]);
+
+    let v = json(&dssctl(&["list", "--prefix", &p, "--json"]));
+    let arr = v.as_array().unwrap();
+    let seen: Vec<(&str, &str, u64, &str)> = arr
+        .iter()
+        .map(|o| {
+            (
+                o["id"].as_str().unwrap(),
+                o["owner"].as_str().unwrap(),
+                o["token"].as_u64().unwrap(),
+                o["mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (s.as_str(), "reader:1", t1, "shared"),
+            (s.as_str(), "reader:2", t2, "shared"),
+            (x.as_str(), "writer:1", tx, "exclusive"),
+            (e.as_str(), "reader:3", te, "shared"),
+        ]
+    );
+    for o in arr {
+        assert_eq!(keys(o), LOCK_KEYS, "the old keys, and mode");
+    }
+    assert!(arr[0]["expires_in_ms"].is_null());
+    assert_eq!(arr[1]["ttl_ms"].as_u64(), Some(60_000));
+    let left = arr[1]["expires_in_ms"].as_i64().unwrap();
+    assert!((1..=60_000).contains(&left), "{left}");
+    assert_eq!(
+        (&arr[3]["expired"], &arr[3]["expires_in_ms"]),
+        (&true.into(), &0.into())
+    );
+
+    // --owner-prefix picks shared holders one by one.
+    let v = json(&dssctl(&[
+        "list",
+        "--prefix",
+        &p,
+        "--owner-prefix",
+        "reader:2",
+        "--json",
+    ]));
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 1, "{v}");
+    assert_eq!(
+        (&arr[0]["owner"], &arr[0]["mode"]),
+        (&"reader:2".into(), &"shared".into())
+    );
+    // Semaphores are not locks: not in `list`.
+    let sem = format!("{p}/sem");
+    shared::sem_acquire(&h, &sem, "w:1", 1, 2, 60_000, 0).unwrap();
+    let table = ok(&dssctl(&["list", "--prefix", &p]));
+    assert!(rows_of(&table, &sem).is_empty(), "{table}");
+    shared::sem_release(&h, &sem, None, "test").unwrap();
+    shared::unlock_shared(&h, &s, None, "test").unwrap();
+}
+
+#[test]
+fn status_of_a_shared_lock_lists_its_holders() {
+    let h = handle();
+    let id = uid("cli-status-shared");
+    let t1 = shared::lock_shared(&h, &id, "reader:1", 0, 0).unwrap();
+    let t2 = shared::lock_shared(&h, &id, "reader:2", 90_000, 0).unwrap();
+    let hs = shared::lock_holders(&h, &id).unwrap();
+
+    let text = ok(&dssctl(&["status", &id]));
+    let expected_head = format!("id:           {id}\nmode:         shared\nholders:      2\n");
+    assert!(text.starts_with(&expected_head), "{text}");
+    let table: Vec<Vec<&str>> = text
+        .lines()
+        .skip(3)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        table[0],
+        ["OWNER", "TOKEN", "LOCKED_AT", "EXPIRES_IN"],
+        "{text}"
+    );
+    assert_eq!(table.len(), 3, "{text}");
+    assert_eq!(&table[1][..2], ["reader:1", t1.to_string().as_str()]);
+    assert_eq!(table[1][3], "never");
+    assert!(table[1][2].ends_with('Z'), "{text}");
+    assert_eq!(&table[2][..2], ["reader:2", t2.to_string().as_str()]);
+    assert!(
+        table[2][3].ends_with('s') && table[2][3] != "never",
+        "{text}"
+    );
+    assert!(!text.contains("no lock"), "{text}");
+
+    let v = json(&dssctl(&["status", &id, "--json"]));
+    assert_eq!(keys(&v), ["holders", "id", "mode"]);
+    assert_eq!(
+        (&v["id"], &v["mode"]),
+        (&id.as_str().into(), &"shared".into())
+    );
+    let jh = v["holders"].as_array().unwrap();
+    assert_eq!(jh.len(), 2);
+    assert_eq!(
+        keys(&jh[0]),
+        [
+            "expires_in_ms",
+            "locked_at",
+            "locked_at_us",
+            "owner",
+            "token"
+        ]
+    );
+    assert_eq!(
+        (&jh[0]["owner"], jh[0]["token"].as_u64()),
+        (&"reader:1".into(), Some(t1))
+    );
+    assert!(jh[0]["expires_in_ms"].is_null(), "no lease");
+    assert_eq!(
+        jh[0]["locked_at_us"].as_i64(),
+        Some(epoch_us(hs[0].locked_at))
+    );
+    assert_eq!(
+        (&jh[1]["owner"], jh[1]["token"].as_u64()),
+        (&"reader:2".into(), Some(t2))
+    );
+    let left = jh[1]["expires_in_ms"].as_i64().unwrap();
+    assert!((1..=90_000).contains(&left), "{left}");
+
+    // Every share gone: absent (exit 3); expired shares likewise.
+    shared::unlock_shared(&h, &id, None, "test").unwrap();
+    let err = fails(&dssctl(&["status", &id]), 3);
+    assert!(err.contains(&id), "{err}");
+    fails(&dssctl(&["status", &id, "--json"]), 3);
+    shared::lock_shared(&h, &id, "reader:3", 60_000, 0).unwrap();
+    assert!(ok(&dssctl(&["status", &id])).contains("reader:3"));
+    expire_shares(&id);
+    fails(&dssctl(&["status", &id]), 3);
+}
+
+#[test]
+fn status_of_an_exclusive_lock_is_unchanged_but_for_the_json_mode() {
+    let h = handle();
+    let id = uid("cli-status-mode");
+    let t = lock::lease(&h, &id, "writer:1", 60_000).unwrap();
+    let text = ok(&dssctl(&["status", &id]));
+    let keys_seen: Vec<&str> = text.lines().map(|l| l.split_once(':').unwrap().0).collect();
+    assert_eq!(
+        keys_seen,
+        [
+            "id",
+            "owner",
+            "token",
+            "locked_at",
+            "refreshed_at",
+            "ttl",
+            "expires_in"
+        ],
+        "the block of before: {text}"
+    );
+    let v = json(&dssctl(&["status", &id, "--json"]));
+    assert_eq!(keys(&v), LOCK_KEYS);
+    assert_eq!(
+        (&v["mode"], v["token"].as_u64()),
+        (&"exclusive".into(), Some(t))
+    );
+
+    // Downgraded: held shared by the same owner, with a new token.
+    let t2 = shared::downgrade(&h, &id, "writer:1").unwrap();
+    let v = json(&dssctl(&["status", &id, "--json"]));
+    assert_eq!(v["mode"], "shared");
+    assert_eq!(v["holders"][0]["owner"], "writer:1");
+    assert_eq!(v["holders"][0]["token"].as_u64(), Some(t2));
+    assert_eq!(v["holders"].as_array().unwrap().len(), 1);
+    shared::unlock_shared(&h, &id, Some("writer:1"), "").unwrap();
+}
+
+#[test]
+fn unlock_shared_needs_force_and_records_the_actor() {
+    let h = handle();
+    let id = uid("cli-unlock-shared");
+    let t1 = shared::lock_shared(&h, &id, "reader:1", 0, 0).unwrap();
+    let t2 = shared::lock_shared(&h, &id, "reader:2", 0, 0).unwrap();
+    let t3 = shared::lock_shared(&h, &id, "reader:3", 60_000, 0).unwrap();
+    let all = |names: &[&str]| -> Vec<(String, i32)> {
+        names.iter().map(|n| (n.to_string(), MODE_SHARED)).collect()
+    };
+
+    let err = fails(&dssctl(&["unlock-shared", &id]), 2);
+    assert!(err.contains("--force"), "{err}");
+    let err = fails(&dssctl(&["unlock-shared", &id, "reader:1"]), 2);
+    assert!(err.contains("--force") && err.contains("reader:1"), "{err}");
+    fails(&dssctl_offline(&["unlock-shared", &id]), 2);
+    assert_eq!(holders(&h, &id), all(&["reader:1", "reader:2", "reader:3"]));
+
+    // `unlock --force` releases exclusive holders only, and says where to go.
+    let err = fails(&dssctl(&["unlock", "--force", &id]), 3);
+    assert!(
+        err.contains("held shared") && err.contains("unlock-shared"),
+        "{err}"
+    );
+    assert_eq!(holders(&h, &id).len(), 3, "nothing released");
+
+    // One owner's share: that one only, recorded as its release.
+    let out = ok(&dssctl(&["unlock-shared", "--force", &id, "reader:1"]));
+    assert!(out.contains("reader:1") && out.contains(&id), "{out}");
+    assert_eq!(holders(&h, &id), all(&["reader:2", "reader:3"]));
+    let ev = &lock::history(&h, &id, 1).unwrap()[0];
+    assert_eq!(
+        (ev.event.as_str(), ev.owner.as_str(), ev.token),
+        ("shared_release", "reader:1", t1)
+    );
+    let err = fails(&dssctl(&["unlock-shared", "--force", &id, "reader:1"]), 3);
+    assert!(err.contains("reader:1") && err.contains(&id), "{err}");
+
+    // Every holder: forced, with the actor.
+    let out = ok(&dssctl(&["unlock-shared", "--force", &id]));
+    assert!(out.contains(&id), "{out}");
+    assert_eq!(holders(&h, &id), all(&[]));
+    let events = lock::history(&h, &id, 10).unwrap();
+    let mut forced: Vec<(&str, u64, Option<&str>)> = events[..2]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.event, "shared_force_release");
+            (e.owner.as_str(), e.token, e.actor.as_deref())
+        })
+        .collect();
+    forced.sort_unstable();
+    let actor = test_actor();
+    assert_eq!(
+        forced,
+        [
+            ("reader:2", t2, Some(actor.as_str())),
+            ("reader:3", t3, Some(actor.as_str()))
+        ]
+    );
+    // Gone: exit 3, and nothing new in the history.
+    let err = fails(&dssctl(&["unlock-shared", "--force", &id]), 3);
+    assert!(err.contains(&id), "{err}");
+    assert_eq!(lock::history(&h, &id, 10).unwrap().len(), events.len());
+    // The id is free for a writer.
+    lock::lock(&h, &id, "writer:1", 0).unwrap();
+
+    // Held exclusively: unlock-shared releases nothing, and says where to go.
+    let err = fails(&dssctl(&["unlock-shared", "--force", &id]), 3);
+    assert!(
+        err.contains("held exclusively") && err.contains("unlock --force"),
+        "{err}"
+    );
+    fails(&dssctl(&["unlock-shared", "--force", &id, "writer:1"]), 3);
+    assert!(held(&h, &id), "the writer keeps it");
+    lock::unlock(&h, &id, Some("writer:1"), "").unwrap();
+
+    // An expired share: removed, but nothing was released (exit 3).
+    shared::lock_shared(&h, &id, "reader:4", 60_000, 0).unwrap();
+    expire_shares(&id);
+    let err = fails(&dssctl(&["unlock-shared", "--force", &id, "reader:4"]), 3);
+    assert!(err.contains("expired"), "{err}");
+    let left: i64 = client()
+        .query_one("SELECT count(*) FROM dss.lock_shares WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the expired share is removed");
+}
+
+#[test]
+fn sem_list_table_json_and_prefix() {
+    let h = handle();
+    let p = uid("cli-sem-list");
+    let (a, b) = (format!("{p}/a"), format!("{p}/b"));
+    let ta1 = shared::sem_acquire(&h, &a, "w:1", 2, 5, 60_000, 0).unwrap();
+    let ta2 = shared::sem_acquire(&h, &a, "w:2", 1, 5, 120_000, 0).unwrap();
+    let tb = shared::sem_acquire(&h, &b, "w:3", 1, 1, 60_000, 0).unwrap();
+    expire_permits(&b, "w:3");
+    // A lock of the same name is another thing: not listed.
+    lock::lock(&h, &a, "lock-holder:1", 0).unwrap();
+
+    let table = ok(&dssctl(&["sem", "list", &p]));
+    assert_eq!(
+        header(&table),
+        [
+            "ID",
+            "CAPACITY",
+            "OWNER",
+            "PERMITS",
+            "TOKEN",
+            "LOCKED_AT",
+            "REFRESHED_AT",
+            "TTL",
+            "EXPIRES_IN"
+        ]
+    );
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let ra = rows_of(&table, &a);
+    assert_eq!(ra.len(), 2, "{table}");
+    let ta1_text = ta1.to_string();
+    assert_eq!(&ra[0][..5], [a.as_str(), "5", "w:1", "2", &ta1_text]);
+    assert_eq!(ra[0][7], "1m00s");
+    assert!(ra[0][5].ends_with('Z') && ra[0][5] == ra[0][6], "{table}");
+    assert!(ra[0][8].ends_with('s') && ra[0][8] != "expired", "{table}");
+    assert_eq!(
+        (ra[1][2], ra[1][3], ra[1][4], ra[1][7]),
+        ("w:2", "1", ta2.to_string().as_str(), "2m00s")
+    );
+    let rb = rows_of(&table, &b);
+    assert_eq!(rb.len(), 1);
+    assert_eq!((rb[0][1], rb[0][2], rb[0][8]), ("1", "w:3", "expired"));
+
+    let v = json(&dssctl(&["sem", "list", &p, "--json"]));
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 3, "{v}");
+    for o in arr {
+        assert_eq!(
+            keys(o),
+            [
+                "capacity",
+                "expired",
+                "expires_in_ms",
+                "id",
+                "locked_at",
+                "locked_at_us",
+                "owner",
+                "permits",
+                "refreshed_at",
+                "refreshed_at_us",
+                "token",
+                "ttl_ms"
+            ]
+        );
+    }
+    let seen: Vec<(&str, u64, &str, u64, u64)> = arr
+        .iter()
+        .map(|o| {
+            (
+                o["id"].as_str().unwrap(),
+                o["capacity"].as_u64().unwrap(),
+                o["owner"].as_str().unwrap(),
+                o["permits"].as_u64().unwrap(),
+                o["token"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (a.as_str(), 5, "w:1", 2, ta1),
+            (a.as_str(), 5, "w:2", 1, ta2),
+            (b.as_str(), 1, "w:3", 1, tb)
+        ]
+    );
+    let listed = shared::sem_list(&h, &a).unwrap();
+    assert_eq!(
+        arr[0]["locked_at_us"].as_i64(),
+        Some(epoch_us(listed[0].locked_at))
+    );
+    assert_eq!(
+        arr[0]["refreshed_at_us"].as_i64(),
+        Some(epoch_us(listed[0].refreshed_at))
+    );
+    assert_eq!(arr[1]["ttl_ms"].as_u64(), Some(120_000));
+    let left = arr[1]["expires_in_ms"].as_i64().unwrap();
+    assert!((60_000..=120_000).contains(&left), "{left}");
+    assert_eq!(
+        (&arr[0]["expired"], &arr[2]["expired"]),
+        (&false.into(), &true.into())
+    );
+    assert_eq!(arr[2]["expires_in_ms"].as_i64(), Some(0));
+
+    // The prefix is a prefix, not a pattern; without one, everything.
+    let v = json(&dssctl(&["sem", "list", &a, "--json"]));
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(
+        json(&dssctl(&["sem", "list", &format!("{p}/%"), "--json"])),
+        Value::Array(vec![])
+    );
+    let empty = ok(&dssctl(&["sem", "list", &format!("{p}/none")]));
+    assert_eq!(empty.lines().count(), 1, "the header only: {empty}");
+    let everything = ok(&dssctl(&["sem", "list"]));
+    assert_eq!(rows_of(&everything, &a).len(), 2);
+    assert_eq!(rows_of(&everything, &b).len(), 1);
+
+    shared::sem_release(&h, &a, None, "test").unwrap();
+    lock::unlock(&h, &a, None, "test").unwrap();
+}
+
+#[test]
+fn sem_status_sums_the_permits_held() {
+    let h = handle();
+    let id = uid("cli-sem-status");
+    let t1 = shared::sem_acquire(&h, &id, "w:1", 2, 5, 60_000, 0).unwrap();
+    let t2 = shared::sem_acquire(&h, &id, "w:2", 1, 5, 120_000, 0).unwrap();
+    // Another semaphore whose id starts with this one's: not counted.
+    let other = format!("{id}/other");
+    shared::sem_acquire(&h, &other, "w:9", 4, 4, 60_000, 0).unwrap();
+
+    let text = ok(&dssctl(&["sem", "status", &id]));
+    let head = format!("id:           {id}\npermits:      3 of 5 held\nholders:      2\n");
+    assert!(text.starts_with(&head), "{text}");
+    let table: Vec<Vec<&str>> = text
+        .lines()
+        .skip(3)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(table.len(), 3, "{text}");
+    assert_eq!(
+        table[0],
+        ["OWNER", "PERMITS", "TOKEN", "LOCKED_AT", "EXPIRES_IN"]
+    );
+    assert_eq!(&table[1][..3], ["w:1", "2", t1.to_string().as_str()]);
+    assert_eq!(&table[2][..3], ["w:2", "1", t2.to_string().as_str()]);
+    assert!(table[2][4].starts_with("1m"), "{text}");
+
+    let v = json(&dssctl(&["sem", "status", &id, "--json"]));
+    assert_eq!(keys(&v), ["capacity", "held", "holders", "id"]);
+    assert_eq!(
+        (&v["id"], v["capacity"].as_u64(), v["held"].as_u64()),
+        (&id.as_str().into(), Some(5), Some(3))
+    );
+    let jh = v["holders"].as_array().unwrap();
+    assert_eq!(jh.len(), 2);
+    assert_eq!(
+        keys(&jh[0]),
+        [
+            "expires_in_ms",
+            "locked_at",
+            "locked_at_us",
+            "owner",
+            "permits",
+            "token"
+        ]
+    );
+    let hs = shared::sem_holders(&h, &id).unwrap();
+    assert_eq!(
+        (
+            &jh[0]["owner"],
+            jh[0]["permits"].as_u64(),
+            jh[0]["token"].as_u64()
+        ),
+        (&"w:1".into(), Some(2), Some(t1))
+    );
+    assert_eq!(
+        jh[0]["locked_at_us"].as_i64(),
+        Some(epoch_us(hs[0].locked_at))
+    );
+    let left = jh[1]["expires_in_ms"].as_i64().unwrap();
+    assert!((60_000..=120_000).contains(&left), "{left}");
+
+    // An expired hold counts as free.
+    expire_permits(&id, "w:1");
+    let text = ok(&dssctl(&["sem", "status", &id]));
+    assert!(
+        text.contains("permits:      1 of 5 held\nholders:      1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("w:1"), "{text}");
+    assert_eq!(
+        json(&dssctl(&["sem", "status", &id, "--json"]))["held"].as_u64(),
+        Some(1)
+    );
+
+    // No live holder: exit 3.
+    expire_permits(&id, "w:2");
+    let err = fails(&dssctl(&["sem", "status", &id]), 3);
+    assert!(err.contains(&id), "{err}");
+    fails(&dssctl(&["sem", "status", &id, "--json"]), 3);
+    fails(&dssctl(&["sem", "status", &uid("cli-sem-none")]), 3);
+    shared::sem_release(&h, &other, None, "test").unwrap();
+}
+
+#[test]
+fn sem_release_needs_force_and_records_the_actor() {
+    let h = handle();
+    let id = uid("cli-sem-release");
+    let t1 = shared::sem_acquire(&h, &id, "w:1", 1, 3, 60_000, 0).unwrap();
+    let t2 = shared::sem_acquire(&h, &id, "w:2", 1, 3, 60_000, 0).unwrap();
+    let t3 = shared::sem_acquire(&h, &id, "w:3", 1, 3, 60_000, 0).unwrap();
+
+    let err = fails(&dssctl(&["sem", "release", &id]), 2);
+    assert!(err.contains("--force"), "{err}");
+    let err = fails(&dssctl(&["sem", "release", &id, "w:1"]), 2);
+    assert!(err.contains("--force") && err.contains("w:1"), "{err}");
+    fails(&dssctl_offline(&["sem", "release", &id]), 2);
+    assert_eq!(sem_holders(&h, &id).len(), 3, "nothing released");
+
+    let out = ok(&dssctl(&["sem", "release", "--force", &id, "w:1"]));
+    assert!(out.contains("w:1") && out.contains(&id), "{out}");
+    assert_eq!(
+        sem_holders(&h, &id),
+        [("w:2".to_string(), 1), ("w:3".to_string(), 1)]
+    );
+    let ev = &lock::history(&h, &id, 1).unwrap()[0];
+    assert_eq!(
+        (ev.event.as_str(), ev.owner.as_str(), ev.token),
+        ("sem_release", "w:1", t1)
+    );
+    let err = fails(&dssctl(&["sem", "release", "--force", &id, "w:1"]), 3);
+    assert!(err.contains("w:1") && err.contains(&id), "{err}");
+
+    let out = ok(&dssctl(&["sem", "release", "--force", &id]));
+    assert!(out.contains(&id), "{out}");
+    assert!(sem_holders(&h, &id).is_empty());
+    let events = lock::history(&h, &id, 10).unwrap();
+    let mut forced: Vec<(&str, u64, Option<&str>)> = events[..2]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.event, "sem_force_release");
+            (e.owner.as_str(), e.token, e.actor.as_deref())
+        })
+        .collect();
+    forced.sort_unstable();
+    let actor = test_actor();
+    assert_eq!(
+        forced,
+        [
+            ("w:2", t2, Some(actor.as_str())),
+            ("w:3", t3, Some(actor.as_str()))
+        ]
+    );
+    let err = fails(&dssctl(&["sem", "release", "--force", &id]), 3);
+    assert!(err.contains(&id), "{err}");
+    assert_eq!(lock::history(&h, &id, 10).unwrap().len(), events.len());
+    // Free again: a new capacity is taken.
+    shared::sem_acquire(&h, &id, "w:4", 7, 7, 60_000, 0).unwrap();
+
+    // An expired hold: removed, but nothing was released (exit 3).
+    expire_permits(&id, "w:4");
+    let err = fails(&dssctl(&["sem", "release", "--force", &id, "w:4"]), 3);
+    assert!(err.contains("expired"), "{err}");
+    assert!(shared::sem_list(&h, &id).unwrap().is_empty(), "removed");
+}
+
+#[test]
+fn clean_counts_and_lists_shared_holds_and_permits() {
+    let h = handle();
+    let p = uid("cli-clean-shared");
+    let node = format!("{p}-node");
+    let (s, sem, x) = (format!("{p}/s"), format!("{p}/sem"), format!("{p}/x"));
+    shared::lock_shared(&h, &s, &format!("{node}:1"), 0, 0).unwrap();
+    shared::lock_shared(&h, &s, "bystander:1", 0, 0).unwrap();
+    shared::sem_acquire(&h, &sem, &format!("{node}:1"), 1, 2, 60_000, 0).unwrap();
+    shared::sem_acquire(&h, &sem, "bystander:2", 1, 2, 60_000, 0).unwrap();
+    lock::lock(&h, &x, &format!("{node}:2"), 0).unwrap();
+
+    let out = ok(&dssctl(&["clean", "--owner-prefix", &node, "--dry-run"]));
+    let modes: Vec<(&str, &str)> = out
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with(&p))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols[0], cols[7])
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            (s.as_str(), "shared"),
+            (x.as_str(), "exclusive"),
+            (sem.as_str(), "semaphore")
+        ],
+        "{out}"
+    );
+    assert!(!out.contains("bystander"), "{out}");
+    assert!(out.contains("3 lock(s) would be released"), "{out}");
+    let v = json(&dssctl(&[
+        "clean",
+        "--owner-prefix",
+        &node,
+        "--dry-run",
+        "--json",
+    ]));
+    let modes: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            assert_eq!(keys(o), LOCK_KEYS);
+            o["mode"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(modes, ["shared", "exclusive", "semaphore"]);
+    assert_eq!(holders(&h, &s).len(), 2, "dry run");
+
+    let out = ok(&dssctl(&["clean", "--owner-prefix", &node]));
+    assert!(out.starts_with("released 3 lock(s)"), "{out}");
+    assert_eq!(holders(&h, &s), [("bystander:1".to_string(), MODE_SHARED)]);
+    assert_eq!(sem_holders(&h, &sem), [("bystander:2".to_string(), 1)]);
+    assert!(!held(&h, &x));
+    shared::unlock_shared(&h, &s, None, "test").unwrap();
+    shared::sem_release(&h, &sem, None, "test").unwrap();
+}
+
+#[test]
+fn clean_all_releases_shared_holders_and_semaphores() {
+    let db = fresh_migrated_database("dssctl_clean_all");
+    let h = Handle::open(Settings::new(&db).unwrap()).unwrap();
+    lock::lock(&h, "x", "w:1", 0).unwrap();
+    shared::lock_shared(&h, "s", "r:1", 0, 0).unwrap();
+    shared::lock_shared(&h, "s", "r:2", 60_000, 0).unwrap();
+    shared::sem_acquire(&h, "sem", "p:1", 1, 3, 60_000, 0).unwrap();
+    shared::sem_acquire(&h, "sem", "p:2", 2, 3, 60_000, 0).unwrap();
+
+    let v = json(&dssctl_on(&db, &["clean", "--all", "--dry-run", "--json"]));
+    let seen: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["id"].as_str().unwrap(), o["mode"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("s", "shared"),
+            ("s", "shared"),
+            ("x", "exclusive"),
+            ("sem", "semaphore"),
+            ("sem", "semaphore")
+        ]
+    );
+    let out = ok(&dssctl_on(&db, &["clean", "--all", "--dry-run"]));
+    assert!(out.contains("5 lock(s) would be released"), "{out}");
+
+    let out = ok(&dssctl_on(&db, &["clean", "--all"]));
+    assert_eq!(out, "released 5 lock(s)\n");
+    assert!(lock::list(&h, "", "").unwrap().is_empty());
+    assert!(shared::sem_list(&h, "").unwrap().is_empty());
+    lock::lock(&h, "s", "w:2", 0).expect("s is free for a writer");
+    let events: Vec<(String, String, bool)> = ["x", "s", "sem"]
+        .iter()
+        .flat_map(|id| lock::history(&h, id, 10).unwrap())
+        .filter(|e| e.event.contains("force_release"))
+        .map(|e| {
+            let by_dssctl = e.actor.as_deref().is_some_and(|a| a.starts_with("dssctl:"));
+            (e.event, e.owner, by_dssctl)
+        })
+        .collect();
+    let mut events = events;
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            ("force_release".to_string(), "w:1".to_string(), true),
+            ("sem_force_release".to_string(), "p:1".to_string(), true),
+            ("sem_force_release".to_string(), "p:2".to_string(), true),
+            ("shared_force_release".to_string(), "r:1".to_string(), true),
+            ("shared_force_release".to_string(), "r:2".to_string(), true),
+        ]
+    );
+}
+
+#[test]
+fn shared_and_sem_usage_and_help() {
+    for args in [
+        &["sem"][..],
+        &["sem", "frobnicate"],
+        &["sem", "status"],
+        &["sem", "status", ""],
+        &["sem", "release"],
+        &["sem", "release", "--force", ""],
+        &["sem", "release", "--force", "s", ""],
+        &["sem", "release", "--force", "s", "o", "extra"],
+        &["sem", "list", "a", "b"],
+        &["unlock-shared"],
+        &["unlock-shared", "--force", ""],
+        &["unlock-shared", "--force", "id", ""],
+        &["unlock-shared", "id"],
+    ] {
+        let err = fails(&dssctl_offline(args), 2);
+        assert!(!err.contains("no connection string"), "{args:?}: {err}");
+    }
+    let help = ok(&dssctl(&["--help"]));
+    for sub in ["unlock-shared", "sem "] {
+        assert!(help.contains(sub), "{sub} in\n{help}");
+    }
+    let help = ok(&dssctl(&["sem", "--help"]));
+    for sub in ["list", "status", "release"] {
+        assert!(help.contains(sub), "{help}");
+    }
+    let help = ok(&dssctl(&["sem", "release", "--help"]));
+    assert!(
+        help.contains("--force") && help.contains("sem_force_release"),
+        "{help}"
+    );
+    let help = ok(&dssctl(&["unlock-shared", "--help"]));
+    assert!(
+        help.contains("--force") && help.contains("[OWNER]"),
+        "{help}"
+    );
+    let help = ok(&dssctl(&["status", "--help"]));
+    assert!(help.contains("\"holders\""), "{help}");
+    let help = ok(&dssctl(&["sem", "list", "--help"]));
+    assert!(help.contains("[ID_PREFIX]"), "{help}");
 }
 
 // ---------------------------------------------------------------- dssctl kv

@@ -70,7 +70,8 @@ unsafe fn ids_arg<'a>(ids: *const *const c_char, n: usize) -> Result<Vec<&'a str
 /// @param[in] lock_owner  owner name: UTF-8, at most DSS_MAX_LOCK_OWNER_LEN
 ///                        bytes (e.g. from dss_owner_self()); not NULL.
 /// @return 0 if the lock was taken;
-///         -EEXIST if it is already held by anyone, `lock_owner` included;
+///         -EEXIST if it is already held by anyone, `lock_owner` included,
+///                 exclusively or shared (dss_lock_shared());
 ///         -EINVAL for a NULL or uninitialised handle, NULL `lock_id` or
 ///                 `lock_owner`, an empty or too long id, a too long owner,
 ///                 or a string that is not UTF-8 (nothing is sent);
@@ -151,8 +152,9 @@ pub extern "C" fn dss_lock_lease(
 /// covers a missed notification.
 ///
 /// Fairness: callers of dss_lock_wait() on one id are served in arrival
-/// order (first come, first served): each release lets exactly the oldest
-/// live waiter in, and no waiter is overtaken by a later one. A waiter
+/// order (first come, first served), together with dss_lock_shared()
+/// callers: each release lets exactly the oldest live waiter in, and no
+/// waiter is overtaken by a later one (an id held shared is held). A waiter
 /// whose process dies, or that times out, leaves the queue. dss_lock(),
 /// dss_lock_lease() and dss_lock_many() do not queue: they take a lock that
 /// is free at that instant even while others wait.
@@ -205,7 +207,8 @@ pub extern "C" fn dss_lock_wait(
 /// @param[in] lock_owner  the caller's owner name; not NULL.
 /// @return 0 on success;
 ///         -ENOLCK if the lock does not exist (or is another owner's
-///                 expired lease);
+///                 expired lease, or is held only shared: see
+///                 dss_lock_shared_refresh());
 ///         -EACCES if it belongs to another owner (nothing changes);
 ///         -ETIME if it is the caller's lease and it expired (nobody took
 ///                it over yet; it is not extended: take it again);
@@ -236,7 +239,9 @@ pub extern "C" fn dss_lock_refresh(
 /// @param[in] lock_owner  the caller's owner name, or NULL to force.
 /// @return 0 on success;
 ///         -ENOLCK if the lock does not exist (a forced release of an
-///                 expired lease removes it and returns -ENOLCK too);
+///                 expired lease removes it and returns -ENOLCK too), or is
+///                 held only shared (see dss_unlock_shared(); a forced
+///                 release leaves shared holders alone);
 ///         -EACCES if it belongs to another owner (nothing changes);
 ///         -ETIME if it is the caller's lease and it had expired (the stale
 ///                entry is removed; anything done under it since expiry was
@@ -264,7 +269,9 @@ pub extern "C" fn dss_unlock(
     })
 }
 
-/// Tells who holds a lock and since when.
+/// Tells who holds a lock exclusively and since when. An id held only
+/// shared (dss_lock_shared()) has no such holder: -ENOLCK, although
+/// dss_lock() would get -EEXIST; dss_lock_holders() lists its holders.
 ///
 /// Outputs are written only on success.
 ///
@@ -278,7 +285,8 @@ pub extern "C" fn dss_unlock(
 ///                             measured by the database clock; unaffected by
 ///                             the client's or server's time zone and DST.
 /// @return 0 on success;
-///         -ENOLCK if the lock does not exist or its lease expired;
+///         -ENOLCK if the lock does not exist, its lease expired, or it is
+///                 held only shared;
 ///         -ENOMEM if the owner copy cannot be allocated (nothing written);
 ///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -EUSERS, -EIO,
 ///         -ENOTRECOVERABLE as for dss_lock().
@@ -316,7 +324,8 @@ pub extern "C" fn dss_lock_status(
 ///                      release it with dss_lock_info_clear() (also before
 ///                      reusing `info` for another call).
 /// @return 0 on success;
-///         -ENOLCK if the lock does not exist or its lease expired;
+///         -ENOLCK if the lock does not exist, its lease expired, or it is
+///                 held only shared;
 ///         -EINVAL if `info` is NULL, and as dss_lock();
 ///         -ENOMEM if the owner copy cannot be allocated (nothing written);
 ///         -ECOMM, -ETIMEDOUT, -ENOSPC, -EUSERS, -EIO, -ENOTRECOVERABLE as
@@ -377,15 +386,17 @@ pub extern "C" fn dss_lock_info_clear(info: *mut dss_lock_info) {
 }
 
 /// Tells whether a fencing token still holds a lock: the lock exists, is
-/// live, and was acquired with this token. Storage can reject a write from
+/// live, and was acquired with this token (exclusive, or one live shared
+/// holder's). Storage can reject a write from
 /// a holder that lost its lock; to do it inside the same transaction as the
 /// write, use the SQL function `dss_lock_is_held(lock_id, token)` instead
 /// (see the README).
 ///
 /// @param[in] handle   initialised handle.
 /// @param[in] lock_id  lock identifier (as dss_lock()).
-/// @param[in] token    token from dss_lock_lease(), dss_lock_wait() or
-///                     dss_lock_info().
+/// @param[in] token    token from dss_lock_lease(), dss_lock_wait(),
+///                     dss_lock_info(), dss_lock_shared() or
+///                     dss_lock_downgrade().
 /// @return 0 if `token` is the live holder's;
 ///         -ESTALE otherwise (released, expired, or taken over since);
 ///         -EINVAL, -ECOMM, -ETIMEDOUT, -ENOSPC, -ENOMEM, -EUSERS, -EIO,
@@ -549,16 +560,18 @@ pub extern "C" fn dss_owner_self(buf: *mut c_char, len: usize) -> c_int {
 }
 
 /// Force-releases every lock whose owner starts with `owner_prefix`, e.g.
-/// `"node12:"` when the daemon of node12 starts after a crash, in one
-/// statement. Expired leases of those owners are removed too. Each release
-/// is recorded in the history (event "clean", actor dss_owner_self()), and
-/// waiters are woken.
+/// `"node12:"` when the daemon of node12 starts after a crash: its
+/// exclusive locks in one statement, then its shared holds and semaphore
+/// permits in a second one. Expired leases of those owners are removed
+/// too. Each release is recorded in the history (events "clean" and
+/// "sem_force_release", actor dss_owner_self()), and waiters are woken.
 ///
 /// @param[in]  handle        initialised handle.
 /// @param[in]  owner_prefix  non-empty UTF-8, at most DSS_MAX_LOCK_OWNER_LEN
 ///                           bytes, compared byte for byte.
-/// @param[out] released      if not NULL, receives how many locks were
-///                           removed. Written only on success.
+/// @param[out] released      if not NULL, receives how many live holds
+///                           (locks, shared holds, semaphore holds) were
+///                           released. Written only on success.
 /// @return 0 on success (also when nothing matched);
 ///         -EINVAL if `owner_prefix` is NULL or empty (to wipe every lock,
 ///                 use `dssctl`), and as dss_lock();

@@ -1,15 +1,26 @@
-//! dssctl: the operator's view of the libdss locks and key-value store.
+//! dssctl: the operator's view of the libdss locks, semaphores and
+//! key-value store.
+//!
+//! Locks: `list` (every hold: exclusive, or one row per shared holder, with
+//! its MODE), `status` (one lock: its exclusive holder, or its shared
+//! holders), `unlock --force` (the exclusive holder), `unlock-shared
+//! --force` (the shared holders, or one), `clean`, `history`. Semaphores:
+//! `sem list`, `sem status`, `sem release --force` (in `sem.rs`). The
+//! key-value store: `kv` (in `kv.rs`). The schema: `migrate`. Output formats
+//! and the JSON keys are in `output.rs`.
 //!
 //! Connects the way the library does (`PHOBOS_DSS_connect_string`, else
 //! `[dss] connect_string` in `$PHOBOS_CFG_FILE` or `/etc/phobos.conf`),
 //! unless `--conninfo` is given. Data goes to stdout, errors to stderr.
 //!
 //! Exit codes: 0 ok, 1 database or connection error, 2 usage error
-//! (checked before connecting: bad arguments, an unreadable `kv set
-//! --file`, a value over 64 MiB), 3 no such lock or key.
+//! (checked before connecting: bad arguments, a release without --force,
+//! an unreadable `kv set --file`, a value over 64 MiB), 3 no such lock,
+//! semaphore hold or key.
 
 mod kv;
 mod output;
+mod sem;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -21,6 +32,7 @@ use dss::config::{self, Settings};
 use dss::error::{Error, Kind};
 use dss::handle::Handle;
 use dss::lock;
+use dss::shared::{self, MODE_SHARED};
 
 const EXIT_DB: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -30,12 +42,12 @@ const EXIT_NOT_FOUND: u8 = 3;
 #[command(
     name = "dssctl",
     version,
-    about = "Inspect and manage libdss locks and key-value store in PostgreSQL",
+    about = "Inspect and manage libdss locks, semaphores and key-value store in PostgreSQL",
     after_help = "Connection: --conninfo, else PHOBOS_DSS_connect_string, else \
                   [dss] connect_string in $PHOBOS_CFG_FILE (default /etc/phobos.conf).\n\
                   Exit codes: 0 ok, 1 database or connection error, 2 usage error \
-                  (before connecting; also an unreadable --file or a value over 64 MiB), \
-                  3 no such lock or key."
+                  (before connecting; also a release without --force, an unreadable --file \
+                  or a value over 64 MiB), 3 no such lock, semaphore hold or key."
 )]
 struct Cli {
     /// libpq-style connection string or postgresql:// URI (overrides the
@@ -49,7 +61,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Every lock, expired leases included (EXPIRES_IN "expired")
+    /// Every lock, expired leases included (EXPIRES_IN "expired"); one row
+    /// per shared holder (MODE "shared")
     List {
         /// Only ids starting with P
         #[arg(long, value_name = "P", default_value = "")]
@@ -61,7 +74,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Everything about one live lock (exit 3 if absent or expired)
+    /// Everything about one live lock, or its shared holders (exit 3 if
+    /// absent or expired)
+    #[command(long_about = STATUS_HELP)]
     Status {
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         id: String,
@@ -69,7 +84,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Release a lock whoever holds it (recorded as force_release)
+    /// Release a lock whoever holds it (recorded as force_release); see
+    /// unlock-shared for a lock held shared
     Unlock {
         /// Required: the holder loses the lock without being told
         #[arg(long)]
@@ -77,16 +93,22 @@ enum Command {
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         id: String,
     },
-    /// Release every lock whose owner starts with a prefix
-    #[command(
-        long_about = "Release every lock whose owner starts with --owner-prefix \
-        (expired leases included), in one statement, recorded as 'clean' events.\n\n\
-        --all instead releases every lock of the database: it lists them and \
-        force-releases each one in turn (recorded as 'force_release'). That is not \
-        atomic: a lock taken while it runs may survive it, and a lock released and \
-        taken again between the listing and its release is released too. The count \
-        includes expired leases removed."
-    )]
+    /// Release every shared holder of a lock, or OWNER's share only
+    /// (recorded as shared_force_release)
+    #[command(long_about = UNLOCK_SHARED_HELP)]
+    UnlockShared {
+        /// Required: the holders lose the lock without being told
+        #[arg(long)]
+        force: bool,
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+        /// Only this holder's share
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        owner: Option<String>,
+    },
+    /// Release every lock, shared hold and semaphore permit whose owner
+    /// starts with a prefix
+    #[command(long_about = CLEAN_HELP)]
     Clean {
         /// Owner prefix (must not be empty: use --all to wipe everything)
         #[arg(
@@ -131,6 +153,17 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Counting semaphores: list, status, release
+    #[command(
+        subcommand_required = true,
+        after_help = "Exit codes: 0 ok, 1 database or connection error, 2 usage error \
+                      (before connecting; also sem release without --force), 3 no such \
+                      semaphore hold (sem status, sem release)."
+    )]
+    Sem {
+        #[command(subcommand)]
+        op: sem::SemCommand,
+    },
     /// Read and write the key-value store (get, set, del, list)
     #[command(
         subcommand_required = true,
@@ -144,6 +177,45 @@ enum Command {
         op: kv::KvCommand,
     },
 }
+
+const STATUS_HELP: &str = "\
+Everything about one live lock. Exit 3 if it is absent, or its lease (every
+shared lease) expired.
+
+Held exclusively: id, owner, token, locked_at, refreshed_at, ttl, expires_in
+(--json: the object of `list --json`, mode \"exclusive\").
+Held shared: id, mode, the number of holders, then one row per live holder:
+OWNER, TOKEN, LOCKED_AT, EXPIRES_IN (--json: {\"id\", \"mode\": \"shared\",
+\"holders\": [{\"owner\", \"token\", \"locked_at\", \"locked_at_us\",
+\"expires_in_ms\"}]}, expires_in_ms null for a share without lease).";
+
+const UNLOCK_SHARED_HELP: &str = "\
+Release a lock held shared whoever holds it: without OWNER, every shared
+holder's share (recorded in the lock history as 'shared_force_release' events,
+with dssctl as the actor); with OWNER, only that holder's (recorded as OWNER's
+own 'shared_release': the library records no actor for it). --force is
+required either way: the holders lose the lock without being told.
+
+Exit 3 if there was nothing to release (not held shared, or only expired
+leases, which are removed all the same). A lock held exclusively is released
+with `dssctl unlock --force`.";
+
+const CLEAN_HELP: &str = "\
+Release every hold whose owner starts with --owner-prefix, expired leases
+included: exclusive locks (one statement, recorded as 'clean' events), then
+shared holds ('clean') and semaphore permits ('sem_force_release').
+
+--all instead releases everything in the database: it lists the locks and
+semaphores and force-releases each exclusive lock, the shared holders of each
+lock held shared and the holders of each semaphore in turn (recorded as
+'force_release', 'shared_force_release', 'sem_force_release'). That is not
+atomic: a hold taken while it runs may survive it, and a lock released and
+taken again between the listing and its release is released too.
+
+--dry-run lists what would be released: the table (or JSON) of `list`, with
+semaphore holds as rows of MODE \"semaphore\". The counts, \"lock(s)\", are
+of holds (each shared holder and semaphore holder counts), expired leases
+removed included.";
 
 /// Why a command failed, and so the exit code.
 enum Failure {
@@ -188,17 +260,20 @@ fn main() -> ExitCode {
 
 /// The usage rules clap's derive cannot express; exits 2 like clap.
 fn check_usage(cli: &Cli) {
-    let refuse = |sub: &str, msg: String| -> ! {
+    let refuse = |path: &[&str], msg: String| -> ! {
         let mut cmd = Cli::command();
         cmd.build();
-        let sub = cmd
-            .find_subcommand_mut(sub)
-            .expect("a subcommand of dssctl");
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub
+                .find_subcommand_mut(name)
+                .expect("a subcommand of dssctl");
+        }
         sub.error(ErrorKind::InvalidValue, msg).exit()
     };
     match &cli.command {
         Command::Unlock { force: false, id } => refuse(
-            "unlock",
+            &["unlock"],
             format!(
                 "refusing to release '{}' without --force: the holder loses the lock \
              without being told (pass --force)",
@@ -209,13 +284,49 @@ fn check_usage(cli: &Cli) {
             owner_prefix: Some(p),
             ..
         } if p.is_empty() => refuse(
-            "clean",
+            &["clean"],
             "--owner-prefix is empty: that would release every lock; \
              pass --all (without --owner-prefix) if that is what you want"
                 .to_string(),
         ),
+        Command::UnlockShared {
+            force: false,
+            id,
+            owner,
+        } => refuse(
+            &["unlock-shared"],
+            refusal(owner.as_deref(), "the share", id, "the lock"),
+        ),
+        Command::Sem {
+            op:
+                sem::SemCommand::Release {
+                    force: false,
+                    id,
+                    owner,
+                },
+        } => refuse(
+            &["sem", "release"],
+            refusal(owner.as_deref(), "the permits", id, "its permits"),
+        ),
         _ => {}
     }
+}
+
+/// Why `unlock-shared` or `sem release` refuses to run without --force:
+/// every holder of `id`, or `owner` (its `hold`), would lose `what`.
+fn refusal(owner: Option<&str>, hold: &str, id: &str, what: &str) -> String {
+    let id = output::text(id);
+    let (released, who) = match owner {
+        None => (format!("'{id}'"), "every holder"),
+        Some(o) => (
+            format!("{hold} of '{}' in '{id}'", output::text(o)),
+            "the holder",
+        ),
+    };
+    format!(
+        "refusing to release {released} without --force: {who} loses {what} \
+         without being told (pass --force)"
+    )
 }
 
 /// What to do once connected.
@@ -287,18 +398,30 @@ fn lock_command(h: &Handle, command: Command) -> Outcome {
                 output::lock_table(&locks)
             })
         }
-        Command::Status { id, json } => {
-            let info = lock::info(h, &id).map_err(|e| not_found(e, &id))?;
-            Ok(if json {
-                output::json_text(&output::lock_json(&id, &info, false))
-            } else {
-                output::lock_block(&id, &info)
-            })
-        }
-        Command::Unlock { id, .. } => {
-            lock::unlock(h, &id, None, &actor()).map_err(|e| not_found(e, &id))?;
-            Ok(format!("released '{}'\n", output::text(&id)))
-        }
+        Command::Status { id, json } => Ok(match status(h, &id)? {
+            Held::Exclusive(info) if json => output::json_text(&output::lock_json(
+                &id,
+                &info,
+                false,
+                shared::MODE_EXCLUSIVE,
+            )),
+            Held::Exclusive(info) => output::lock_block(&id, &info),
+            Held::Shared(holders) if json => output::json_text(&output::shared_json(&id, &holders)),
+            Held::Shared(holders) => output::shared_block(&id, &holders),
+        }),
+        Command::Unlock { id, .. } => match lock::unlock(h, &id, None, &actor()) {
+            Ok(()) => Ok(format!("released '{}'\n", output::text(&id))),
+            Err(e) if e.kind == Kind::NoLock && held_shared(h, &id) => {
+                Err(Failure::NotFound(format!(
+                    "lock '{0}' is held shared, not exclusively: nothing released \
+                     (release its shared holders with `dssctl unlock-shared --force {0}`)",
+                    output::text(&id)
+                )))
+            }
+            Err(e) => Err(not_found(e, &id)),
+        },
+        Command::UnlockShared { id, owner, .. } => unlock_shared(h, &id, owner.as_deref()),
+        Command::Sem { op } => sem::run(h, op),
         Command::Clean {
             owner_prefix,
             dry_run,
@@ -355,6 +478,82 @@ fn lock_command(h: &Handle, command: Command) -> Outcome {
     }
 }
 
+/// What `status` found.
+enum Held {
+    Exclusive(lock::Info),
+    Shared(Vec<shared::Holder>),
+}
+
+/// The exclusive holder of `id` (everything about it), else its shared
+/// holders. An id that changes hands between the two reads (taken
+/// exclusively after the first) is read again.
+fn status(h: &Handle, id: &str) -> Result<Held, Failure> {
+    for _ in 0..3 {
+        match lock::info(h, id) {
+            Ok(info) => return Ok(Held::Exclusive(info)),
+            Err(e) if e.kind == Kind::NoLock => {}
+            Err(e) => return Err(e.into()),
+        }
+        match shared::lock_holders(h, id) {
+            Ok(holders) if holders.iter().all(|x| x.mode == MODE_SHARED) => {
+                return Ok(Held::Shared(holders));
+            }
+            Ok(_) => {} // taken exclusively meanwhile
+            Err(e) => return Err(not_found(e, id)),
+        }
+    }
+    lock::info(h, id)
+        .map(Held::Exclusive)
+        .map_err(|e| not_found(e, id))
+}
+
+/// Whether `id` has live shared holders (for a hint: an error reads as no).
+fn held_shared(h: &Handle, id: &str) -> bool {
+    shared::lock_holders(h, id).is_ok_and(|hs| hs.iter().any(|x| x.mode == MODE_SHARED))
+}
+
+/// Whether `id` is held exclusively (for a hint: an error reads as no).
+fn held_exclusive(h: &Handle, id: &str) -> bool {
+    lock::info(h, id).is_ok()
+}
+
+/// `unlock-shared --force ID [OWNER]`: like `unlock --force`, exit 3 when
+/// nothing was released (an expired share is removed, but reads as absent).
+fn unlock_shared(h: &Handle, id: &str, owner: Option<&str>) -> Outcome {
+    match shared::unlock_shared(h, id, owner, &actor()) {
+        Ok(()) => Ok(match owner {
+            None => format!("released '{}' (every shared holder)\n", output::text(id)),
+            Some(o) => format!(
+                "released the share of '{}' in '{}'\n",
+                output::text(o),
+                output::text(id)
+            ),
+        }),
+        Err(e) if matches!(e.kind, Kind::NoLock | Kind::LeaseExpired) => {
+            let mut msg = match owner {
+                None => format!(
+                    "no shared holder of lock '{}' (absent, or every shared lease expired)",
+                    output::text(id)
+                ),
+                Some(o) => format!(
+                    "'{}' holds no share of lock '{}' (absent, or its lease expired)",
+                    output::text(o),
+                    output::text(id)
+                ),
+            };
+            if owner.is_none() && held_exclusive(h, id) {
+                msg = format!(
+                    "lock '{0}' is held exclusively, not shared: nothing released \
+                     (release it with `dssctl unlock --force {0}`)",
+                    output::text(id)
+                );
+            }
+            Err(Failure::NotFound(msg))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The library's settings, named `dssctl` in pg_stat_activity unless the
 /// conninfo (or `PGAPPNAME`) names itself.
 fn settings(conninfo: &str) -> Result<Settings, Error> {
@@ -378,7 +577,13 @@ fn not_found(e: Error, id: &str) -> Failure {
 /// `clean --owner-prefix P` (`prefix` Some, not empty) or `clean --all`.
 fn clean(h: &Handle, prefix: Option<&str>, dry_run: bool, json: bool) -> Outcome {
     if dry_run {
-        let locks = lock::list(h, "", prefix.unwrap_or(""))?;
+        let mut locks = lock::list(h, "", prefix.unwrap_or(""))?;
+        locks.extend(
+            shared::sem_list(h, "")?
+                .iter()
+                .filter(|s| s.owner.starts_with(prefix.unwrap_or("")))
+                .map(output::sem_as_listed),
+        );
         return Ok(if json {
             output::json_text(&output::locks_json(&locks))
         } else {
@@ -392,19 +597,7 @@ fn clean(h: &Handle, prefix: Option<&str>, dry_run: bool, json: bool) -> Outcome
     let actor = actor();
     let released = match prefix {
         Some(p) => lock::clean(h, p, &actor)?,
-        None => {
-            let mut n = 0u64;
-            for l in lock::list(h, "", "")? {
-                match lock::unlock(h, &l.id, None, &actor) {
-                    Ok(()) => n += 1,
-                    // An expired lease is removed but reported as absent;
-                    // anything else absent was released by someone else.
-                    Err(e) if e.kind == Kind::NoLock => n += u64::from(l.expired),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            n
-        }
+        None => clean_all(h, &actor)?,
     };
     Ok(if json {
         output::json_text(&serde_json::json!({ "released": released }))
@@ -417,6 +610,49 @@ fn clean(h: &Handle, prefix: Option<&str>, dry_run: bool, json: bool) -> Outcome
             None => format!("released {released} lock(s)\n"),
         }
     })
+}
+
+/// `clean --all`: force-releases every exclusive lock, the shared holders
+/// of every lock held shared and the holders of every semaphore, as listed
+/// first; returns how many holds, expired leases removed included.
+fn clean_all(h: &Handle, actor: &str) -> Result<u64, Failure> {
+    // An expired lease is removed but reported as absent; anything else
+    // absent was released by someone else.
+    fn count(
+        released: dss::error::Result<()>,
+        holds: usize,
+        expired: usize,
+    ) -> Result<u64, Failure> {
+        match released {
+            Ok(()) => Ok(holds as u64),
+            Err(e) if e.kind == Kind::NoLock => Ok(expired as u64),
+            Err(e) => Err(e.into()),
+        }
+    }
+    let mut n = 0u64;
+    let locks = lock::list(h, "", "")?;
+    for l in locks.iter().filter(|l| l.mode != MODE_SHARED) {
+        n += count(
+            lock::unlock(h, &l.id, None, actor),
+            1,
+            usize::from(l.expired),
+        )?;
+    }
+    // Listed by id: the shared holders of an id are consecutive, and
+    // released together.
+    let shares: Vec<&lock::Listed> = locks.iter().filter(|l| l.mode == MODE_SHARED).collect();
+    for group in shares.chunk_by(|a, b| a.id == b.id) {
+        let expired = group.iter().filter(|l| l.expired).count();
+        let released = shared::unlock_shared(h, &group[0].id, None, actor);
+        n += count(released, group.len(), expired)?;
+    }
+    let sems = shared::sem_list(h, "")?;
+    for group in sems.chunk_by(|a, b| a.id == b.id) {
+        let expired = group.iter().filter(|s| s.expired).count();
+        let released = shared::sem_release(h, &group[0].id, None, actor);
+        n += count(released, group.len(), expired)?;
+    }
+    Ok(n)
 }
 
 /// `dssctl:<user>@<host>`: who forced a release, for the history.

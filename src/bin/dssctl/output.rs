@@ -1,17 +1,30 @@
 //! How dssctl prints: timestamps (RFC 3339, UTC), durations, aligned
 //! tables and the JSON objects of `--json`.
 //!
-//! The JSON keys are a stable interface: a lock is
-//! `{id, owner, token, locked_at, locked_at_us, refreshed_at,
-//! refreshed_at_us, ttl_ms, expires_in_ms, expired}` and an event is
-//! `{seq, at, at_us, event, owner, token, actor}`. Timestamps are given
-//! twice: an RFC 3339 UTC string (microseconds) and the Unix epoch in
-//! microseconds. `expires_in_ms` is null for a lock that never expires, 0
-//! for an expired lease; `actor` is null when the owner acted itself.
+//! The JSON keys are a stable interface (keys are only ever added):
+//! - a lock hold (`list`, `clean --dry-run`, `status` of an exclusive
+//!   lock) is `{id, owner, token, locked_at, locked_at_us, refreshed_at,
+//!   refreshed_at_us, ttl_ms, expires_in_ms, expired, mode}`, `mode` one of
+//!   "exclusive", "shared" (one object per shared holder) and, in `clean
+//!   --dry-run` only, "semaphore";
+//! - `status` of a lock held shared is `{id, mode: "shared", holders}`,
+//!   each holder `{owner, token, locked_at, locked_at_us, expires_in_ms}`;
+//! - a semaphore hold (`sem list`) is `{id, capacity, owner, permits,
+//!   token, locked_at, locked_at_us, refreshed_at, refreshed_at_us, ttl_ms,
+//!   expires_in_ms, expired}`;
+//! - `sem status` is `{id, capacity, held, holders}`, each holder `{owner,
+//!   permits, token, locked_at, locked_at_us, expires_in_ms}`;
+//! - an event is `{seq, at, at_us, event, owner, token, actor}`.
+//!
+//! Timestamps are given twice: an RFC 3339 UTC string (microseconds) and
+//! the Unix epoch in microseconds. `expires_in_ms` is null for a hold that
+//! never expires, 0 for an expired lease; `actor` is null when the owner
+//! acted itself.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dss::lock::{Event, Info};
+use dss::lock::{Event, Info, Listed};
+use dss::shared::{Holder, MODE_EXCLUSIVE, MODE_SEMAPHORE, MODE_SHARED, SemListed};
 use serde_json::{Value, json};
 
 /// Microseconds since the Unix epoch (negative before it).
@@ -99,6 +112,25 @@ pub fn expires_in(info: &Info, expired: bool) -> String {
     }
 }
 
+/// Lease left of a live holder: `never` or the time left.
+pub fn holder_expires_in(h: &Holder) -> String {
+    if h.expires_in_ms < 0 {
+        "never".to_string()
+    } else {
+        duration(h.expires_in_ms as u64)
+    }
+}
+
+/// The MODE column and the JSON `mode`: `exclusive`, `shared`, `semaphore`.
+pub fn mode_name(mode: i32) -> String {
+    match mode {
+        MODE_EXCLUSIVE => "exclusive".to_string(),
+        MODE_SHARED => "shared".to_string(),
+        MODE_SEMAPHORE => "semaphore".to_string(),
+        other => format!("mode {other}"),
+    }
+}
+
 /// Ids and owners are any UTF-8: control characters (newlines, escapes)
 /// are shown escaped so that they cannot break the table or the terminal.
 pub fn text(s: &str) -> String {
@@ -161,8 +193,10 @@ pub fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The table of `list` and `clean --dry-run`.
-pub fn lock_table(locks: &[dss::lock::Listed]) -> String {
+/// The table of `list` and `clean --dry-run`: one row per hold (a lock
+/// held shared has one row per holder); MODE is last so that the columns
+/// before it keep their places.
+pub fn lock_table(locks: &[Listed]) -> String {
     let rows: Vec<Vec<String>> = locks
         .iter()
         .map(|l| {
@@ -174,6 +208,7 @@ pub fn lock_table(locks: &[dss::lock::Listed]) -> String {
                 time_ms(l.info.refreshed_at),
                 ttl(&l.info),
                 expires_in(&l.info, l.expired),
+                mode_name(l.mode),
             ]
         })
         .collect();
@@ -186,9 +221,145 @@ pub fn lock_table(locks: &[dss::lock::Listed]) -> String {
             ("REFRESHED_AT", Align::Left),
             ("TTL", Align::Right),
             ("EXPIRES_IN", Align::Right),
+            ("MODE", Align::Left),
         ],
         &rows,
     )
+}
+
+/// A semaphore hold as a row of [`lock_table`] (mode `semaphore`), for
+/// `clean --dry-run`.
+pub fn sem_as_listed(s: &SemListed) -> Listed {
+    Listed {
+        id: s.id.clone(),
+        info: Info {
+            owner: s.owner.clone(),
+            locked_at: s.locked_at,
+            refreshed_at: s.refreshed_at,
+            ttl_ms: s.ttl_ms,
+            expires_in_ms: s.expires_in_ms,
+            token: s.token,
+        },
+        expired: s.expired,
+        mode: MODE_SEMAPHORE,
+    }
+}
+
+/// The key/value lines of the blocks of `status` and `sem status`.
+fn block(lines: &[(&str, String)]) -> String {
+    lines
+        .iter()
+        .map(|(k, v)| format!("{:<13} {v}\n", format!("{k}:")))
+        .collect()
+}
+
+/// A table under a block, indented by two spaces.
+fn indented(table: &str) -> String {
+    table.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// `status` of a lock held shared: the id, then one row per live holder.
+pub fn shared_block(id: &str, holders: &[Holder]) -> String {
+    let rows: Vec<Vec<String>> = holders
+        .iter()
+        .map(|h| {
+            vec![
+                text(&h.owner),
+                h.token.to_string(),
+                time_ms(h.locked_at),
+                holder_expires_in(h),
+            ]
+        })
+        .collect();
+    let holders_table = table(
+        &[
+            ("OWNER", Align::Left),
+            ("TOKEN", Align::Right),
+            ("LOCKED_AT", Align::Left),
+            ("EXPIRES_IN", Align::Right),
+        ],
+        &rows,
+    );
+    block(&[
+        ("id", text(id)),
+        ("mode", mode_name(MODE_SHARED)),
+        ("holders", holders.len().to_string()),
+    ]) + &indented(&holders_table)
+}
+
+/// The table of `sem list`: one row per holder, expired leases included.
+pub fn sem_table(holds: &[SemListed]) -> String {
+    let rows: Vec<Vec<String>> = holds
+        .iter()
+        .map(|s| {
+            let l = sem_as_listed(s);
+            vec![
+                text(&s.id),
+                s.capacity.to_string(),
+                text(&s.owner),
+                s.permits.to_string(),
+                s.token.to_string(),
+                time_ms(s.locked_at),
+                time_ms(s.refreshed_at),
+                ttl(&l.info),
+                expires_in(&l.info, s.expired),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("ID", Align::Left),
+            ("CAPACITY", Align::Right),
+            ("OWNER", Align::Left),
+            ("PERMITS", Align::Right),
+            ("TOKEN", Align::Right),
+            ("LOCKED_AT", Align::Left),
+            ("REFRESHED_AT", Align::Left),
+            ("TTL", Align::Right),
+            ("EXPIRES_IN", Align::Right),
+        ],
+        &rows,
+    )
+}
+
+/// The permits held by `holders`.
+pub fn permits_held(holders: &[Holder]) -> u64 {
+    holders.iter().map(|h| u64::from(h.permits)).sum()
+}
+
+/// `sem status`: the id, the permits held of the capacity, then one row
+/// per live holder.
+pub fn sem_block(id: &str, capacity: u32, holders: &[Holder]) -> String {
+    let rows: Vec<Vec<String>> = holders
+        .iter()
+        .map(|h| {
+            vec![
+                text(&h.owner),
+                h.permits.to_string(),
+                h.token.to_string(),
+                time_ms(h.locked_at),
+                holder_expires_in(h),
+            ]
+        })
+        .collect();
+    let holders_table = table(
+        &[
+            ("OWNER", Align::Left),
+            ("PERMITS", Align::Right),
+            ("TOKEN", Align::Right),
+            ("LOCKED_AT", Align::Left),
+            ("EXPIRES_IN", Align::Right),
+        ],
+        &rows,
+    );
+    block(&[
+        ("id", text(id)),
+        (
+            "permits",
+            format!("{} of {capacity} held", permits_held(holders)),
+        ),
+        ("holders", holders.len().to_string()),
+    ]) + &indented(&holders_table)
 }
 
 /// The key/value block of `status`.
@@ -207,10 +378,7 @@ pub fn lock_block(id: &str, info: &Info) -> String {
         ("ttl", ttl_line),
         ("expires_in", expires_in(info, false)),
     ];
-    lines
-        .iter()
-        .map(|(k, v)| format!("{:<13} {v}\n", format!("{k}:")))
-        .collect()
+    block(&lines)
 }
 
 /// The table of `history`.
@@ -241,7 +409,8 @@ pub fn history_table(events: &[Event]) -> String {
     )
 }
 
-pub fn lock_json(id: &str, info: &Info, expired: bool) -> Value {
+/// A lock hold; `mode` one of the `MODE_*`.
+pub fn lock_json(id: &str, info: &Info, expired: bool, mode: i32) -> Value {
     json!({
         "id": id,
         "owner": info.owner,
@@ -251,18 +420,93 @@ pub fn lock_json(id: &str, info: &Info, expired: bool) -> Value {
         "refreshed_at": time_us(info.refreshed_at),
         "refreshed_at_us": epoch_us(info.refreshed_at),
         "ttl_ms": info.ttl_ms,
-        "expires_in_ms": if info.expires_in_ms < 0 { None } else { Some(info.expires_in_ms) },
+        "expires_in_ms": expires_in_ms(info.expires_in_ms),
         "expired": expired,
+        "mode": mode_name(mode),
     })
 }
 
-pub fn locks_json(locks: &[dss::lock::Listed]) -> Value {
+pub fn locks_json(locks: &[Listed]) -> Value {
     Value::Array(
         locks
             .iter()
-            .map(|l| lock_json(&l.id, &l.info, l.expired))
+            .map(|l| lock_json(&l.id, &l.info, l.expired, l.mode))
             .collect(),
     )
+}
+
+/// `expires_in_ms` of JSON: null for no lease.
+fn expires_in_ms(ms: i64) -> Option<i64> {
+    if ms < 0 { None } else { Some(ms) }
+}
+
+/// `status --json` of a lock held shared.
+pub fn shared_json(id: &str, holders: &[Holder]) -> Value {
+    let holders: Vec<Value> = holders
+        .iter()
+        .map(|h| {
+            json!({
+                "owner": h.owner,
+                "token": h.token,
+                "locked_at": time_us(h.locked_at),
+                "locked_at_us": epoch_us(h.locked_at),
+                "expires_in_ms": expires_in_ms(h.expires_in_ms),
+            })
+        })
+        .collect();
+    json!({
+        "id": id,
+        "mode": mode_name(MODE_SHARED),
+        "holders": holders,
+    })
+}
+
+/// `sem list --json`.
+pub fn sems_json(holds: &[SemListed]) -> Value {
+    Value::Array(
+        holds
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "capacity": s.capacity,
+                    "owner": s.owner,
+                    "permits": s.permits,
+                    "token": s.token,
+                    "locked_at": time_us(s.locked_at),
+                    "locked_at_us": epoch_us(s.locked_at),
+                    "refreshed_at": time_us(s.refreshed_at),
+                    "refreshed_at_us": epoch_us(s.refreshed_at),
+                    "ttl_ms": s.ttl_ms,
+                    "expires_in_ms": expires_in_ms(s.expires_in_ms),
+                    "expired": s.expired,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `sem status --json`.
+pub fn sem_json(id: &str, capacity: u32, holders: &[Holder]) -> Value {
+    let list: Vec<Value> = holders
+        .iter()
+        .map(|h| {
+            json!({
+                "owner": h.owner,
+                "permits": h.permits,
+                "token": h.token,
+                "locked_at": time_us(h.locked_at),
+                "locked_at_us": epoch_us(h.locked_at),
+                "expires_in_ms": expires_in_ms(h.expires_in_ms),
+            })
+        })
+        .collect();
+    json!({
+        "id": id,
+        "capacity": capacity,
+        "held": permits_held(holders),
+        "holders": list,
+    })
 }
 
 pub fn history_json(events: &[Event]) -> Value {

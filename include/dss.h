@@ -615,6 +615,8 @@ int dss_lock_lease(struct dss_handle *handle,
  *         -ETIMEDOUT if it was not free within `timeout_ms` (or as for
  *                    dss_lock(); call_timeout_ms bounds each round trip of
  *                    the wait, not the wait itself);
+ *         -ECANCELED if its queued request was cancelled meanwhile (by dssd,
+ *                    for the DELETE of a waiter's id);
  *         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
  *         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
  *         dss_lock().
@@ -888,6 +890,7 @@ int dss_lock_clean(struct dss_handle *handle, const char *owner_prefix, size_t *
  *         -ETIMEDOUT if it was not granted within `timeout_ms`;
  *         -EALREADY if `lock_owner` already holds the id, shared or
  *                   exclusive (no reentrancy; nothing changes);
+ *         -ECANCELED if its queued request was cancelled (as dss_lock_wait());
  *         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
  *         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE
  *         as for dss_lock().
@@ -990,6 +993,7 @@ int dss_lock_downgrade(struct dss_handle *handle,
  *         -ETIMEDOUT if they were not granted within `timeout_ms`;
  *         -EALREADY if `owner` already holds permits of `sem_id` (nothing
  *                   changes);
+ *         -ECANCELED if its queued request was cancelled (as dss_lock_wait());
  *         -EINVAL for a NULL or uninitialised handle, a NULL, empty, too
  *                 long or non-UTF-8 id or owner, `permits` 0 or above
  *                 `capacity`, `capacity` 0 or above INT32_MAX, `ttl_ms` 0 or

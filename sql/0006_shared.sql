@@ -163,7 +163,8 @@ $fn$;
 -- dss_lock_shared, one attempt: p_ticket 0 if not queued yet; p_queue_ms
 -- how long to stay queued if blocked (0: do not queue). Returns the shape
 -- of WAIT_TRY (src/sql/lock.rs) and a status: NULL, or 'already' (p_owner
--- holds the id, shared or exclusive). Blocked by a live exclusive holder
+-- holds the id, shared or exclusive) or 'cancelled' (p_ticket's queue entry
+-- was removed: see WAIT_TRY). Blocked by a live exclusive holder
 -- (whose row gets `waited`, under its row lock: its release will notify)
 -- or by an earlier exclusive waiter (whose grant marks its row).
 CREATE OR REPLACE FUNCTION dss.lock_shared_try(p_id text, p_owner text, p_ttl_ms bigint,
@@ -180,6 +181,10 @@ DECLARE
 BEGIN
     o_channel := 'dss_' || md5(p_id);
     o_armed := true;
+    IF p_ticket <> 0 AND NOT EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.ticket = p_ticket) THEN
+        o_status := 'cancelled';
+        RETURN;
+    END IF;
     PERFORM dss.purge_waiters(p_id, p_ticket);
     IF EXISTS (SELECT 1 FROM dss.lock_waiters w
                 WHERE w.id = p_id AND w.mode = 1 AND (p_ticket = 0 OR w.ticket < p_ticket)) THEN
@@ -265,35 +270,31 @@ BEGIN
 END
 $fn$;
 
--- dss_lock_shared_refresh: 'done', 'nolock' (p_owner holds no share of
--- p_id) or 'expired' (its lease ended).
-CREATE OR REPLACE FUNCTION dss.lock_shared_refresh(p_id text, p_owner text)
+-- dss_lock_shared_refresh: extends p_owner's share of p_id by its ttl, or
+-- sets its lease to p_ttl_ms from now (dssd's PATCH; 0: none). 'done',
+-- 'nolock' (p_owner holds no share of p_id) or 'expired' (its lease ended).
+DROP FUNCTION IF EXISTS dss.lock_shared_refresh(text, text);
+CREATE OR REPLACE FUNCTION dss.lock_shared_refresh(p_id text, p_owner text, p_ttl_ms bigint)
 RETURNS text
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     g bigint;
-    exp timestamptz;
-    found_one boolean := false;
 BEGIN
     SELECT l.token INTO g FROM dss.locks l WHERE l.id = p_id AND l.owner IS NULL FOR UPDATE;
     IF FOUND THEN
         UPDATE dss.lock_shares s
-           SET ts = now(),
-               expires_at = CASE WHEN s.ttl_ms > 0 THEN now() + s.ttl_ms * interval '1 millisecond' END
+           SET ts = now(), ttl_ms = coalesce(p_ttl_ms, s.ttl_ms),
+               expires_at = CASE WHEN coalesce(p_ttl_ms, s.ttl_ms) > 0
+                                 THEN now() + coalesce(p_ttl_ms, s.ttl_ms) * interval '1 millisecond' END
          WHERE s.id = p_id AND s.owner = p_owner AND s.gen = g
-           AND (s.expires_at IS NULL OR s.expires_at > now())
-        RETURNING s.expires_at INTO exp;
-        found_one := FOUND;
+           AND (s.expires_at IS NULL OR s.expires_at > now());
     END IF;
-    IF NOT found_one THEN
+    IF NOT FOUND THEN
         RETURN CASE WHEN EXISTS (SELECT 1 FROM dss.lock_shares s WHERE s.id = p_id AND s.owner = p_owner)
                     THEN 'expired' ELSE 'nolock' END;
     END IF;
-    UPDATE dss.locks l
-       SET ts = now(),
-           expires_at = CASE WHEN l.expires_at IS NULL OR exp IS NULL THEN NULL
-                             ELSE greatest(l.expires_at, exp) END
-     WHERE l.id = p_id AND l.token = g;
+    UPDATE dss.locks l SET ts = now() WHERE l.id = p_id AND l.token = g;
+    PERFORM dss.lock_shared_settle(p_id, g);
     RETURN 'done';
 END
 $fn$;
@@ -375,7 +376,7 @@ $fn$;
 -- p_capacity) for p_owner, with a lease of p_ttl_ms; p_ticket and
 -- p_queue_ms as for lock_shared_try, whose shape it returns, with the
 -- statuses 'already' (p_owner holds permits of it) and 'capacity' (it has
--- holders and another capacity). Granted only if the permits fit and no
+-- holders and another capacity), 'cancelled'. Granted only if the permits fit and no
 -- earlier request waits (first come, first served: a large request is not
 -- overtaken by small ones). Holds whose lease ended are removed first.
 CREATE OR REPLACE FUNCTION dss.sem_try(p_id text, p_owner text, p_permits integer,
@@ -390,6 +391,10 @@ DECLARE
 BEGIN
     o_channel := dss.sem_channel(p_id);
     o_armed := true;
+    IF p_ticket <> 0 AND NOT EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.ticket = p_ticket) THEN
+        o_status := 'cancelled';
+        RETURN;
+    END IF;
     PERFORM dss.purge_waiters(p_id, p_ticket);
     -- Tokens of one semaphore follow its grants (a bucket of its own kind).
     PERFORM pg_advisory_xact_lock(7235444, hashtext(p_id) & 4095);

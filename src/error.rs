@@ -55,6 +55,9 @@ pub enum Kind {
     NotConnected,
     /// `dss_init`: the schema is missing or older than the library: `-EPROTO`.
     Protocol,
+    /// A queued request was cancelled (`token::cancel`, dssd's DELETE of
+    /// a waiter): `-ECANCELED`.
+    Cancelled,
     /// A panic was caught at the C boundary: `-ENOTRECOVERABLE`.
     Panic,
 }
@@ -83,6 +86,7 @@ impl Kind {
             Kind::TimedOut => libc::ETIMEDOUT,
             Kind::NotConnected => libc::ENOTCONN,
             Kind::Protocol => libc::EPROTO,
+            Kind::Cancelled => libc::ECANCELED,
             Kind::Panic => libc::ENOTRECOVERABLE,
         };
         -e
@@ -267,6 +271,7 @@ mod tests {
             Kind::TimedOut,
             Kind::NotConnected,
             Kind::Protocol,
+            Kind::Cancelled,
             Kind::Panic,
         ];
         let mut seen = std::collections::HashSet::new();

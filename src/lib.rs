@@ -6,6 +6,7 @@
 //! * `lock`     – what each lock call on one id does.
 //! * `wait`     – dss_lock_wait: queueing and LISTEN/NOTIFY.
 //! * `shared`   – shared locks, downgrade, semaphores, holders lists.
+//! * `token`    – holds named by token, queues, cancelling (for dssd).
 //! * `batch`    – the *_many lock calls.
 //! * `kv`       – the key-value store (dss_kv_*).
 //! * `sql`      – every SQL statement.
@@ -28,4 +29,5 @@ pub mod pq;
 mod registry;
 pub mod shared;
 pub mod sql;
+pub mod token;
 pub mod wait;

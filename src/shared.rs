@@ -54,7 +54,17 @@ fn read_holder(row: &Row) -> Holder {
 /// `owner` holds `id`, shared or exclusive.
 pub fn lock_shared(h: &Handle, id: &str, owner: &str, ttl_ms: u64, timeout_ms: u64) -> Result<u64> {
     let ttl = ttl_param(ttl_ms)?;
-    queue(h, id, owner, ttl, timeout_ms, Request::Shared, true)?.ok_or_else(|| {
+    queue(
+        h,
+        id,
+        owner,
+        ttl,
+        timeout_ms,
+        Request::Shared,
+        true,
+        &|_| {},
+    )?
+    .ok_or_else(|| {
         not_granted(
             timeout_ms,
             format!("lock '{id}' is held exclusively, or an exclusive request is queued first"),
@@ -98,7 +108,7 @@ fn status(status: &str, what: &str, id: &str, owner: Option<&str>) -> Result<()>
 /// timestamp). `NoLock` if it holds no share, `LeaseExpired` if it ended.
 pub fn refresh_shared(h: &Handle, id: &str, owner: &str) -> Result<()> {
     let s: String = h.run("lock_shared_refresh", |c| {
-        c.query_one(&q::SHARED_REFRESH, &[&id, &owner])
+        c.query_one(&q::SHARED_REFRESH, &[&id, &owner, &None::<i64>])
             .map(|row| row.get(0))
     })?;
     status(&s, "refresh the shared lock", id, Some(owner))
@@ -161,6 +171,22 @@ pub fn sem_acquire(
     ttl_ms: u64,
     timeout_ms: u64,
 ) -> Result<u64> {
+    let ttl = sem_args(permits, capacity, ttl_ms)?;
+    let request = Request::Sem {
+        permits: permits as i32,
+        capacity: capacity as i32,
+    };
+    queue(h, id, owner, ttl, timeout_ms, request, true, &|_| {})?.ok_or_else(|| {
+        not_granted(
+            timeout_ms,
+            format!("semaphore '{id}' has not {permits} free permits for '{owner}', or earlier requests wait"),
+        )
+    })
+}
+
+/// Checks a semaphore request's numbers; the ttl as the database
+/// parameter.
+pub(crate) fn sem_args(permits: u32, capacity: u32, ttl_ms: u64) -> Result<i64> {
     if capacity == 0 || capacity > MAX_PERMITS {
         return Err(Error::invalid(format!(
             "capacity {capacity} is not from 1 to {MAX_PERMITS}"
@@ -176,17 +202,7 @@ pub fn sem_acquire(
             "ttl_ms is 0 (a permit needs a lease: it would leak when its holder dies)",
         ));
     }
-    let ttl = ttl_param(ttl_ms)?;
-    let request = Request::Sem {
-        permits: permits as i32,
-        capacity: capacity as i32,
-    };
-    queue(h, id, owner, ttl, timeout_ms, request, true)?.ok_or_else(|| {
-        not_granted(
-            timeout_ms,
-            format!("semaphore '{id}' has not {permits} free permits for '{owner}', or earlier requests wait"),
-        )
-    })
+    ttl_param(ttl_ms)
 }
 
 /// Renews `owner`'s lease on semaphore `id` by its ttl. `NoLock` if it

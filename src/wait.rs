@@ -36,14 +36,23 @@ const LONGEST_POLL: Duration = Duration::from_secs(5);
 const MAX_UNARMED: u32 = 8;
 /// A waiter's queue entry outlives its deadline by this much, so that it is
 /// not purged while making its last attempt.
-const QUEUE_SLACK_MS: u64 = 1000;
+pub(crate) const QUEUE_SLACK_MS: u64 = 1000;
 
 /// Takes `id` for `owner` (lease `ttl_ms`, 0: none), waiting up to
 /// `timeout_ms` (u64::MAX: forever) for it; returns the token. `TimedOut`
 /// if the deadline passed first.
 pub fn wait(h: &Handle, id: &str, owner: &str, ttl_ms: u64, timeout_ms: u64) -> Result<u64> {
     let ttl = ttl_param(ttl_ms)?;
-    match queue(h, id, owner, ttl, timeout_ms, Request::Exclusive, false)? {
+    match queue(
+        h,
+        id,
+        owner,
+        ttl,
+        timeout_ms,
+        Request::Exclusive,
+        false,
+        &|_| {},
+    )? {
         Some(token) => Ok(token),
         None => Err(Error::new(
             Kind::TimedOut,
@@ -53,8 +62,8 @@ pub fn wait(h: &Handle, id: &str, owner: &str, ttl_ms: u64, timeout_ms: u64) -> 
 }
 
 /// What a waiter asks for.
-#[derive(Clone, Copy)]
-pub(crate) enum Request {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
     /// `dss_lock_wait`: [`q::WAIT_TRY`].
     Exclusive,
     /// `dss_lock_shared`: `dss.lock_shared_try`.
@@ -74,11 +83,45 @@ impl Request {
     }
 }
 
+/// Takes `request` on `id` for `owner` (lease `ttl_ms`), waiting up to
+/// `timeout_ms` in the id's queue, first come, first served; returns the
+/// token. `queued(ticket)` is called once the request is queued, before it
+/// sleeps: [`crate::token::cancel`] with that ticket (from any thread or
+/// process) ends the wait with `Cancelled`. `TimedOut` if not granted in
+/// time (also for `timeout_ms` 0 when blocked), `Already` if `owner` holds
+/// it, `InvalidArgument` for bad semaphore arguments (as
+/// [`crate::shared::sem_acquire`]). For callers that must be able to
+/// cancel a wait (dssd).
+pub fn acquire(
+    h: &Handle,
+    request: Request,
+    id: &str,
+    owner: &str,
+    ttl_ms: u64,
+    timeout_ms: u64,
+    queued: &(dyn Fn(u64) + Sync),
+) -> Result<u64> {
+    let ttl = match request {
+        Request::Sem { permits, capacity } => {
+            crate::shared::sem_args(permits as u32, capacity as u32, ttl_ms)?
+        }
+        _ => ttl_param(ttl_ms)?,
+    };
+    match queue(h, id, owner, ttl, timeout_ms, request, false, queued)? {
+        Some(token) => Ok(token),
+        None => Err(Error::new(
+            Kind::TimedOut,
+            format!("'{id}' was not granted within {timeout_ms} ms"),
+        )),
+    }
+}
+
 /// Queues for `request` on `id` until granted (the token) or `timeout_ms`
 /// passed (None). `once_when_zero`: a `timeout_ms` of 0 is one attempt
-/// that does not queue (None if blocked). `Already` / `InvalidArgument`
-/// when the attempt refuses the request (the owner holds it; another
-/// capacity).
+/// that does not queue (None if blocked). `Already` / `InvalidArgument` /
+/// `Cancelled` when the attempt refuses the request (the owner holds it;
+/// another capacity; cancelled). `queued(ticket)` once queued.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn queue(
     h: &Handle,
     id: &str,
@@ -87,6 +130,7 @@ pub(crate) fn queue(
     timeout_ms: u64,
     request: Request,
     once_when_zero: bool,
+    queued: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<u64>> {
     let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
     let queue_ms = if once_when_zero && timeout_ms == 0 {
@@ -101,6 +145,7 @@ pub(crate) fn queue(
         queue_ms,
         deadline,
         request,
+        queued,
     };
     match h.run(request.call(), |c| w.run(c))? {
         Outcome::Taken(token) => Ok(Some(token)),
@@ -113,6 +158,10 @@ fn refused(status: &str, id: &str, owner: &str) -> Error {
     match status {
         "already" => Error::new(Kind::Already, format!("'{owner}' already holds '{id}'")),
         "capacity" => Error::invalid(format!("semaphore '{id}' has holders and another capacity")),
+        "cancelled" => Error::new(
+            Kind::Cancelled,
+            format!("the request of '{owner}' for '{id}' was cancelled"),
+        ),
         other => Error::new(
             Kind::Communication,
             format!("unexpected answer '{other}' for '{id}'"),
@@ -128,6 +177,7 @@ struct Waiter<'a> {
     queue_ms: i64,
     deadline: Option<Instant>,
     request: Request,
+    queued: &'a (dyn Fn(u64) + Sync),
 }
 
 type PgResult<T> = crate::pq::Result<T>;
@@ -173,10 +223,7 @@ impl Waiter<'_> {
                 &[id, owner, &permits, &capacity, ttl, &ticket, queue_ms],
             )?,
         };
-        let status = match self.request {
-            Request::Exclusive => None,
-            _ => row.get::<Option<String>>(5),
-        };
+        let status = row.get::<Option<String>>(5);
         let attempt = match (row.get::<Option<i64>>(0), status) {
             (Some(token), _) => Attempt::Taken(token as u64),
             (None, Some(status)) => Attempt::Refused(status),
@@ -198,6 +245,9 @@ impl Waiter<'_> {
             Attempt::Held { .. } => {}
         }
         let ticket = ticket.unwrap_or(0);
+        if ticket != 0 {
+            (self.queued)(ticket as u64);
+        }
         let result = if self.expired() || !valid_channel(&channel) {
             Ok(Outcome::NotInTime)
         } else {

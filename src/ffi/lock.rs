@@ -176,6 +176,8 @@ pub extern "C" fn dss_lock_lease(
 ///         -ETIMEDOUT if it was not free within `timeout_ms` (or as for
 ///                    dss_lock(); call_timeout_ms bounds each round trip of
 ///                    the wait, not the wait itself);
+///         -ECANCELED if its queued request was cancelled meanwhile (by dssd,
+///                    for the DELETE of a waiter's id);
 ///         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
 ///         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE as for
 ///         dss_lock().

@@ -159,6 +159,7 @@ unsafe fn put_holders(list: &[Holder], holders: *mut *mut dss_holder, n: *mut us
 ///         -ETIMEDOUT if it was not granted within `timeout_ms`;
 ///         -EALREADY if `lock_owner` already holds the id, shared or
 ///                   exclusive (no reentrancy; nothing changes);
+///         -ECANCELED if its queued request was cancelled (as dss_lock_wait());
 ///         -EINVAL if `ttl_ms` is above DSS_MAX_TTL_MS, and as dss_lock();
 ///         -ECOMM, -EROFS, -ENOSPC, -ENOMEM, -EUSERS, -EIO, -ENOTRECOVERABLE
 ///         as for dss_lock().
@@ -310,6 +311,7 @@ pub extern "C" fn dss_lock_downgrade(
 ///         -ETIMEDOUT if they were not granted within `timeout_ms`;
 ///         -EALREADY if `owner` already holds permits of `sem_id` (nothing
 ///                   changes);
+///         -ECANCELED if its queued request was cancelled (as dss_lock_wait());
 ///         -EINVAL for a NULL or uninitialised handle, a NULL, empty, too
 ///                 long or non-UTF-8 id or owner, `permits` 0 or above
 ///                 `capacity`, `capacity` 0 or above INT32_MAX, `ttl_ms` 0 or

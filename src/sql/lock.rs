@@ -37,16 +37,6 @@ const TEXT: Type = Type::TEXT;
 const INT8: Type = Type::INT8;
 const TEXT_ARRAY: Type = Type::TEXT_ARRAY;
 
-/// RETURNING expression of a statement deleting lock rows `l`: wakes the
-/// waiters of each removed id (NOTIFY on its channel) if there are any: a
-/// waiter that failed to take an id sets `waited` on its row
-/// ([`WAIT_TRY`]), so the release reads nothing but the row it deletes.
-macro_rules! wake_waiters {
-    () => {
-        "CASE WHEN l.waited THEN pg_notify('dss_' || md5(l.id), '') END"
-    };
-}
-
 /// A lease is live: not expired.
 macro_rules! live {
     () => {
@@ -178,8 +168,12 @@ pub static TAKEOVER: Query = Query {
 /// flagging it (released, or taken by a statement newer than this one's
 /// snapshot), and the caller tries again at once instead of sleeping.
 ///
+/// A queued attempt ($4 <> 0) whose queue entry is gone was cancelled
+/// (`token::CANCEL`): it takes nothing and says so.
+///
 /// Returns (token or NULL, new ticket or NULL, wake-up channel, ms left on
-/// the current holder's lease or NULL, armed).
+/// the current holder's lease or NULL, armed, status: NULL or
+/// 'cancelled').
 pub static WAIT_TRY: Query = Query {
     text: concat!(
         "WITH purge AS ( \
@@ -192,8 +186,11 @@ pub static WAIT_TRY: Query = Query {
             SELECT 1 FROM dss.lock_waiters w \
              WHERE w.id = $1 AND w.mode <> 3 AND ($4 = 0 OR w.ticket < $4) \
                AND w.ticket NOT IN (SELECT ticket FROM purge)), \
+         cancelled AS ( \
+            SELECT 1 WHERE $4 <> 0 \
+               AND NOT EXISTS (SELECT 1 FROM dss.lock_waiters w WHERE w.ticket = $4)), \
          ",
-        bucket!("NOT EXISTS (SELECT 1 FROM ahead)"),
+        bucket!("NOT EXISTS (SELECT 1 FROM ahead) AND NOT EXISTS (SELECT 1 FROM cancelled)"),
         ", ",
         takeover!("waited OR $4 <> 0"),
         ", ",
@@ -220,7 +217,8 @@ pub static WAIT_TRY: Query = Query {
         expires_in_ms!(),
         " FROM dss.locks WHERE id = $1 AND expires_at IS NOT NULL), \
                 EXISTS (SELECT 1 FROM flag) OR EXISTS (SELECT 1 FROM ahead) \
-                OR EXISTS (SELECT 1 FROM dss.locks WHERE id = $1 AND waited)"
+                OR EXISTS (SELECT 1 FROM dss.locks WHERE id = $1 AND waited), \
+                (SELECT 'cancelled' FROM cancelled)"
     ),
     params: &[TEXT, TEXT, INT8, INT8, INT8],
 };

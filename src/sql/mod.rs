@@ -32,9 +32,20 @@ macro_rules! expires_in_ms {
     };
 }
 
+/// RETURNING expression of a statement deleting lock rows `l`: wakes the
+/// waiters of each removed id (NOTIFY on its channel) if there are any: a
+/// waiter that failed to take an id sets `waited` on its row
+/// (`lock::WAIT_TRY`), so the release reads nothing but the row it deletes.
+macro_rules! wake_waiters {
+    () => {
+        "CASE WHEN l.waited THEN pg_notify('dss_' || md5(l.id), '') END"
+    };
+}
+
 pub mod kv;
 pub mod lock;
 pub mod shared;
+pub mod token;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.

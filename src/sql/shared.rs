@@ -19,16 +19,17 @@ const INT8: Type = Type::INT8;
 /// `dss_lock_shared`, one attempt: $1 id, $2 owner, $3 ttl_ms, $4 ticket
 /// (0: not queued yet), $5 how long to stay queued (ms; 0: do not queue).
 /// Returns the columns of `lock::WAIT_TRY` (token, ticket, channel, ms
-/// left, armed), then a status: NULL or 'already'.
+/// left, armed), then a status: NULL, 'already' or 'cancelled'.
 pub static SHARED_TRY: Query = Query {
     text: "SELECT * FROM dss.lock_shared_try($1, $2, $3, $4, $5)",
     params: &[TEXT, TEXT, INT8, INT8, INT8],
 };
 
-/// `dss_lock_shared_refresh`: $1 id, $2 owner. 'done', 'nolock', 'expired'.
+/// `dss_lock_shared_refresh`: $1 id, $2 owner, $3 new lease in ms (NULL:
+/// its own ttl again). 'done', 'nolock', 'expired'.
 pub static SHARED_REFRESH: Query = Query {
-    text: "SELECT dss.lock_shared_refresh($1, $2)",
-    params: &[TEXT, TEXT],
+    text: "SELECT dss.lock_shared_refresh($1, $2, $3)",
+    params: &[TEXT, TEXT, INT8],
 };
 
 /// `dss_unlock_shared`: $1 id, $2 owner (NULL: every shared holder), $3
@@ -68,7 +69,7 @@ pub static LOCK_HOLDERS: Query = Query {
 /// `dss_sem_acquire`, one attempt: $1 id, $2 owner, $3 permits, $4
 /// capacity, $5 ttl_ms, $6 ticket, $7 how long to stay queued (ms; 0: do
 /// not queue). The shape of [`SHARED_TRY`]; statuses 'already',
-/// 'capacity'.
+/// 'capacity', 'cancelled'.
 pub static SEM_TRY: Query = Query {
     text: "SELECT * FROM dss.sem_try($1, $2, $3, $4, $5, $6, $7)",
     params: &[TEXT, TEXT, INT4, INT4, INT8, INT8, INT8],

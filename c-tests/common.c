@@ -315,6 +315,20 @@ int ct_expire(const char *id)
     return (int)n;
 }
 
+int ct_await_waiters(const char *id, long long n, double timeout_s)
+{
+    char lit[512], sql[700];
+    ct_sql_literal(lit, sizeof lit, id);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM dss.lock_waiters WHERE id = %s", lit);
+    long long last = -1;
+    if (ct_poll_at_least(ct_conninfo(), sql, n, timeout_s, &last) != 0) {
+        fprintf(stderr, "[pid %ld] %lld requests queued on %s after %.0f s, expected %lld\n",
+                (long)getpid(), last, id, timeout_s, n);
+        return -1;
+    }
+    return 0;
+}
+
 int ct_poll_at_least(const char *conninfo, const char *sql, long long min, double timeout_s,
                      long long *last)
 {

@@ -110,19 +110,9 @@ static long long history_count(const char *id, const char *event)
     return sql_ll(fmt, id);
 }
 
-/* Polls until at least n requests are queued on id (dss.lock_waiters). */
 static int await_waiters(const char *id, long long n)
 {
-    char lit[512], sql[700];
-    ct_sql_literal(lit, sizeof lit, id);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM dss.lock_waiters WHERE id = %s", lit);
-    long long last = -1;
-    if (ct_poll_at_least(ct_conninfo(), sql, n, QUEUE_TIMEOUT, &last) != 0) {
-        fprintf(stderr, "[pid %ld] %lld requests queued on %s after %.0f s, expected %lld\n",
-                (long)getpid(), last, id, QUEUE_TIMEOUT, n);
-        return -1;
-    }
-    return 0;
+    return ct_await_waiters(id, n, QUEUE_TIMEOUT);
 }
 
 /* Makes the shared lease of `owner` on `id` expire now, as time would (all

@@ -3,31 +3,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::*;
 use dss::shared::{self, MODE_EXCLUSIVE, MODE_SEMAPHORE, MODE_SHARED};
 use dss::{batch, lock, wait};
-
-/// Blocks until `n` requests are queued on `id`.
-fn until_queued(id: &str, n: i64) {
-    let mut c = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let queued: i64 = c
-            .query_one(
-                "SELECT count(*) FROM dss.lock_waiters WHERE id = $1",
-                &[&id],
-            )
-            .unwrap()
-            .get(0);
-        if queued >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{n} never queued on {id}");
-        std::thread::yield_now();
-    }
-}
 
 /// Makes every shared lease of `id` expired, as time would.
 fn expire_shares(id: &str) {

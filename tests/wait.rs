@@ -9,29 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use dss::{lock, wait};
 
-/// Blocks until `n` callers are queued on `id`.
-fn until_queued(id: &str, n: i64) {
-    let mut c = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let queued: i64 = c
-            .query_one(
-                "SELECT count(*) FROM dss.lock_waiters WHERE id = $1",
-                &[&id],
-            )
-            .unwrap()
-            .get(0);
-        if queued >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} waiters never queued on {id}"
-        );
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn free_lock_is_taken_at_once_and_held_one_times_out() {
     let h = handle();

@@ -5,8 +5,8 @@ use std::ffi::{c_char, c_int};
 use std::ptr;
 
 use super::{
-    dss_handle, guard, handle_arg, id_arg, malloc_str, owner_arg, put, str_arg, str_array_arg,
-    timeval_of,
+    actor_of, dss_handle, guard, handle_arg, id_arg, malloc_str, optional_owner, owner_arg, put,
+    str_arg, str_array_arg, timeval_of,
 };
 use crate::batch;
 use crate::error::{Error, Kind, Result};
@@ -33,18 +33,6 @@ pub struct dss_lock_info {
     pub expires_in_ms: i64,
     /// Fencing token of the current holder.
     pub token: u64,
-}
-
-/// An owner argument that may be NULL.
-///
-/// # Safety
-/// As `str_arg`.
-unsafe fn optional_owner<'a>(p: *const c_char) -> Result<Option<&'a str>> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: forwarded.
-    unsafe { owner_arg(p) }.map(Some)
 }
 
 /// The `n` ids of a batch, each checked as a lock id.
@@ -261,13 +249,7 @@ pub extern "C" fn dss_unlock(
         let h = handle_arg(handle)?;
         let id = id_arg(lock_id)?;
         let owner = optional_owner(lock_owner)?;
-        // The actor is only recorded for a forced release.
-        let actor = if owner.is_none() {
-            lock::owner_self()
-        } else {
-            String::new()
-        };
-        lock::unlock(h, id, owner, &actor).map(|()| 0)
+        lock::unlock(h, id, owner, &actor_of(owner)).map(|()| 0)
     })
 }
 

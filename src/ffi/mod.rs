@@ -139,6 +139,27 @@ pub(crate) unsafe fn owner_arg<'a>(p: *const c_char) -> Result<&'a str> {
     unsafe { str_arg(p, "lock_owner", DSS_MAX_LOCK_OWNER_LEN) }
 }
 
+/// An owner argument that may be NULL (a forced release).
+///
+/// # Safety
+/// As [`str_arg`].
+pub(crate) unsafe fn optional_owner<'a>(p: *const c_char) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: forwarded.
+    unsafe { owner_arg(p) }.map(Some)
+}
+
+/// The actor recorded in the history for a release by `owner`: this
+/// process (dss_owner_self()) when forced (`None`), else nobody.
+pub(crate) fn actor_of(owner: Option<&str>) -> String {
+    match owner {
+        None => lock_logic::owner_self(),
+        Some(_) => String::new(),
+    }
+}
+
 /// The live handle behind `handle`, or `-EINVAL`.
 ///
 /// # Safety

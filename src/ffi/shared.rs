@@ -4,11 +4,10 @@
 use std::ffi::{c_char, c_int};
 
 use super::{
-    DSS_MAX_LOCK_ID_LEN, DSS_MAX_LOCK_OWNER_LEN, dss_handle, guard, handle_arg, id_arg, malloc_str,
-    owner_arg, put, str_arg, timeval_of,
+    DSS_MAX_LOCK_ID_LEN, DSS_MAX_LOCK_OWNER_LEN, actor_of, dss_handle, guard, handle_arg, id_arg,
+    malloc_str, optional_owner, owner_arg, put, str_arg, timeval_of,
 };
 use crate::error::{Error, Kind, Result};
-use crate::lock;
 use crate::shared::{self, Holder};
 
 /// dss_holder.mode of an exclusive lock (dss_lock() and the like).
@@ -62,18 +61,6 @@ unsafe fn sem_owner_arg<'a>(p: *const c_char, nullable: bool) -> Result<Option<&
     }
     // SAFETY: forwarded.
     unsafe { str_arg(p, "owner", DSS_MAX_LOCK_OWNER_LEN) }.map(Some)
-}
-
-/// A lock owner that may be NULL.
-///
-/// # Safety
-/// As `str_arg`.
-unsafe fn optional_lock_owner<'a>(p: *const c_char) -> Result<Option<&'a str>> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: forwarded.
-    unsafe { owner_arg(p) }.map(Some)
 }
 
 /// Both outputs of a holders list must be given.
@@ -234,13 +221,8 @@ pub extern "C" fn dss_unlock_shared(
     guard("dss_unlock_shared", || unsafe {
         let h = handle_arg(handle)?;
         let id = id_arg(lock_id)?;
-        let owner = optional_lock_owner(lock_owner)?;
-        let actor = if owner.is_none() {
-            lock::owner_self()
-        } else {
-            String::new()
-        };
-        shared::unlock_shared(h, id, owner, &actor).map(|()| 0)
+        let owner = optional_owner(lock_owner)?;
+        shared::unlock_shared(h, id, owner, &actor_of(owner)).map(|()| 0)
     })
 }
 
@@ -392,12 +374,7 @@ pub extern "C" fn dss_sem_release(
         let h = handle_arg(handle)?;
         let id = sem_id_arg(sem_id)?;
         let owner = sem_owner_arg(owner, true)?;
-        let actor = if owner.is_none() {
-            lock::owner_self()
-        } else {
-            String::new()
-        };
-        shared::sem_release(h, id, owner, &actor).map(|()| 0)
+        shared::sem_release(h, id, owner, &actor_of(owner)).map(|()| 0)
     })
 }
 

@@ -198,3 +198,26 @@ pub fn dssctl_on(conninfo: &str, args: &[&str]) -> Output {
         .args(args);
     cmd.output().expect("run dssctl")
 }
+
+/// Blocks until `n` requests are queued on `id` (dss.lock_waiters).
+pub fn until_queued(id: &str, n: i64) {
+    let mut c = client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let queued: i64 = c
+            .query_one(
+                "SELECT count(*) FROM dss.lock_waiters WHERE id = $1",
+                &[&id],
+            )
+            .unwrap()
+            .get(0);
+        if queued >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} requests never queued on {id}"
+        );
+        std::thread::yield_now();
+    }
+}

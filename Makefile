@@ -1,4 +1,6 @@
-# libdss: build, install, test, demo.
+# libdss: build, install, test, demo. The cargo workspace holds the library
+# and dssd, its HTTP server (a crate of its own: libdss.so links none of its
+# dependencies).
 #
 #   make test                 every test (cargo tests + the C suite via ctest);
 #                             installs missing Debian packages when run as root
@@ -7,6 +9,8 @@
 #                             configured (PHOBOS_DSS_connect_string or
 #                             [dss] connect_string in $PHOBOS_CFG_FILE)
 #   make install PREFIX=/usr/local [DESTDIR=...] [LIBDIR=...]
+#                             the library, header, pkg-config file, SQL,
+#                             dssctl and dssd (in $(PREFIX)/bin), examples
 #   make migrate CONNINFO='host=... dbname=...'   apply sql/ with psql
 #   make header               regenerate include/dss.h
 
@@ -30,7 +34,11 @@ EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 all: build
 
 build:
-	$(CARGO) build --release
+	@# The library alone first: cargo resolves features per build, and dssd's
+	@# HTTP stack turns on features of crates the library shares; built
+	@# apart, libdss.so is byte for byte what it is without dssd.
+	$(CARGO) build --release -p dss
+	$(CARGO) build --release -p dssd
 
 header: build
 	@git diff --stat -- include/dss.h || true
@@ -39,6 +47,7 @@ install: build
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(SQLDIR) $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 target/release/libdss.so $(DESTDIR)$(LIBDIR)/libdss.so.$(VERSION)
 	install -m 0755 target/release/dssctl $(DESTDIR)$(PREFIX)/bin/dssctl
+	install -m 0755 target/release/dssd $(DESTDIR)$(PREFIX)/bin/dssd
 	ln -sf libdss.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libdss.so.$(MAJOR)
 	ln -sf libdss.so.$(MAJOR) $(DESTDIR)$(LIBDIR)/libdss.so
 	install -m 0644 include/dss.h $(DESTDIR)$(INCLUDEDIR)/dss.h
@@ -63,7 +72,7 @@ test: deps
 	$(MAKE) test-c
 
 test-rust:
-	$(CARGO) test --release
+	$(CARGO) test --release --workspace
 
 test-c:
 	rm -rf $(STAGE) build/c-tests

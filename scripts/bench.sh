@@ -1,8 +1,9 @@
 #!/bin/sh
 # Benchmarks libdss against its own SQL sent straight through libpq, and
 # against peers (other ways of keeping a lock in PostgreSQL: a minimal
-# table, phobos's own SQL, advisory locks), on a private PostgreSQL, and
-# writes a Markdown report.
+# table, phobos's own SQL, advisory locks), and dssd (the HTTP server)
+# against the library called directly, on a private PostgreSQL, and writes
+# a Markdown report.
 #
 #   scripts/bench.sh [OUTFILE]          (default: BENCHMARKS.md at the top)
 #
@@ -12,8 +13,10 @@
 # the cluster whatever happens, and turns the JSON into OUTFILE with the
 # machine, the versions, the command, the library ÷ peer ratios, one table
 # per workload and every target marked PASS or FAIL (kv-set / kv-get,
-# shared / sem and library ÷ phobos / advisory have no target: their ratios
-# are reported).
+# shared / sem, library ÷ phobos / advisory and dssd ÷ library have no
+# target: their ratios are reported). The dssd rows come from
+# dssd/examples/http_bench.rs (built with cargo), run on the same cluster
+# after dss_bench, against the installed $BENCH_STAGE/bin/dssd.
 #
 # Knobs (environment):
 #   BENCH_DURATION     seconds per round (default 5)
@@ -41,6 +44,9 @@
 #   BENCH_STAGE        install prefix (default build/stage)
 #   BENCH_JSON         also keep dss_bench's JSON in this file
 #   BENCH_STRICT=1     exit 3 if any target fails
+#   BENCH_DSSD=0       skip the dssd rows (POST + DELETE through dssd vs the
+#                      library at BENCH_THREADS clients; same BENCH_DURATION,
+#                      BENCH_ROUNDS, BENCH_WARMUP)
 # Quick run: BENCH_DURATION=2 SOAK_MINUTES=1 scripts/bench.sh /tmp/BENCH.md
 #
 # Exit status: 0 report written; 1 build or benchmark failed (no report);
@@ -57,7 +63,7 @@ case $out in /*) ;; *) out=$PWD/$out ;; esac
 command_line=""
 for v in BENCH_DURATION BENCH_ROUNDS BENCH_THREADS BENCH_WORKLOADS BENCH_CONTENDERS \
          BENCH_HOLD_US BENCH_BATCH_SIZES BENCH_SCALE_FILL BENCH_WARMUP BENCH_PEERS BENCH_SHARED_BASELINE SOAK_MINUTES \
-         SOAK_WINDOW SOAK_THREADS BENCH_PG_OPTS BENCH_STAGE BENCH_JSON BENCH_STRICT; do
+         SOAK_WINDOW SOAK_THREADS BENCH_PG_OPTS BENCH_STAGE BENCH_JSON BENCH_STRICT BENCH_DSSD; do
     eval "val=\${$v:-}"
     [ -z "$val" ] || command_line="$command_line$v='$val' "
 done
@@ -81,12 +87,27 @@ fi
 rm -f "$log"
 bench=$stage/libexec/dss/dss_bench
 [ -x "$bench" ] || { echo "bench: no $bench after make install" >&2; exit 1; }
+http_bench=""
+if [ "${BENCH_DSSD:-1}" != 0 ]; then
+    [ -x "$stage/bin/dssd" ] || { echo "bench: no $stage/bin/dssd after make install" >&2; exit 1; }
+    log=$(mktemp /tmp/dss-bench-build.XXXXXX)
+    if ! cargo build --release -p dssd --example http_bench >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "bench: building dssd/examples/http_bench.rs failed" >&2
+        exit 1
+    fi
+    rm -f "$log"
+    http_bench=${CARGO_TARGET_DIR:-$root/target}/release/examples/http_bench
+    [ -x "$http_bench" ] || { echo "bench: no $http_bench" >&2; exit 1; }
+fi
 
 dir=$(mktemp -d /tmp/dss-bench.XXXXXX)
 json=$(mktemp /tmp/dss-bench-json.XXXXXX)
+dssd_json=$(mktemp /tmp/dss-bench-dssd-json.XXXXXX)
 cleanup() {
     sh "$here/pgtmp.sh" destroy "$dir" >/dev/null 2>&1 || true
-    rm -rf "$dir" "$json"
+    rm -rf "$dir" "$json" "$dssd_json"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -123,6 +144,24 @@ if [ "$status" != 0 ]; then
     exit 1
 fi
 [ -z "${BENCH_JSON:-}" ] || cp "$json" "$BENCH_JSON"
+http_line=""
+if [ -n "$http_bench" ]; then
+    # On the same cluster, after dss_bench: its own dssd (started and killed
+    # by http_bench) and a library handle, rounds alternating.
+    set -- --dssd "$stage/bin/dssd" --conninfo "$conninfo" --json \
+        --duration "${BENCH_DURATION:-5}" --rounds "${BENCH_ROUNDS:-3}" \
+        --threads "${BENCH_THREADS:-1,8}" --warmup "${BENCH_WARMUP:-1}"
+    http_line="http_bench $*"
+    echo "bench: $http_line"
+    status=0
+    "$http_bench" "$@" >"$dssd_json" || status=$?
+    if [ "$status" != 0 ]; then
+        echo "bench: http_bench failed (exit $status): no report written" >&2
+        exit 1
+    fi
+else
+    : >"$dssd_json"
+fi
 
 report=0
 BENCH_META_DATE="$started" \
@@ -135,13 +174,16 @@ BENCH_META_KERNEL="$(uname -srm)" \
 BENCH_META_PG_BIN="$PG_BIN" \
 BENCH_META_PG_OPTS="${BENCH_PG_OPTS:-}" \
 BENCH_META_LOADAVG="$loadavg" \
+BENCH_META_HTTP_BENCH="$http_line" \
 BENCH_META_LOADAVG_END="$(cut -d' ' -f1-3 /proc/loadavg)" \
-python3 - "$json" "$out" <<'PYTHON' || report=$?
+python3 - "$json" "$out" "$dssd_json" <<'PYTHON' || report=$?
 """Turns dss_bench --json into the Markdown report, with PASS/FAIL targets."""
 import json, os, sys
 
-src, out = sys.argv[1], sys.argv[2]
+src, out, dssd_src = sys.argv[1], sys.argv[2], sys.argv[3]
 doc = json.load(open(src))
+dssd_text = open(dssd_src).read().strip()
+dssd_doc = json.loads(dssd_text) if dssd_text else None
 meta = {k[len("BENCH_META_"):].lower(): v for k, v in os.environ.items()
         if k.startswith("BENCH_META_")}
 res = doc["results"]
@@ -193,7 +235,9 @@ def rounds(s):
 mem_gib = int(meta.get("mem_kb") or 0) / 1024 / 1024
 w("# libdss benchmarks")
 w("")
-w(f"Generated by `scripts/bench.sh` (program: `examples/dss_bench.c`) on {meta['date']}.")
+w("Generated by `scripts/bench.sh` ("
+  + ("programs: `examples/dss_bench.c`, `dssd/examples/http_bench.rs`" if dssd_doc
+     else "program: `examples/dss_bench.c`") + f") on {meta['date']}.")
 w("")
 w("| | |")
 w("|---|---|")
@@ -211,6 +255,8 @@ w(f"| Load average | {meta['loadavg']} at start, {meta['loadavg_end']} at the en
   f"server share the machine{'; **the machine was busy with other work: figures are noisy**' if busy else ''}) |")
 w(f"| Command | `{meta['command']}` |")
 w(f"| Benchmark | `{meta['bench']}` |")
+if dssd_doc:
+    w(f"| dssd benchmark | `{meta['http_bench']}` |")
 peer_list = st.get("peers", [])
 w(f"| Rounds | {st['rounds']} per side of {st['duration_s']:g} s, library"
   + (", baseline and peers (" + ", ".join(peer_list) + ")" if peer_list else " and baseline")
@@ -261,6 +307,56 @@ for name, title in names.items():
           f"{r['throughput_ratio']:.3f} {tr} | {r['paired_ratio_median']:.3f} | {lat(lib)} | "
           f"{lat(base)} | {r['p99_ratio']:.3f} {pr} | {cpu(lib, base)} | "
           f"{rounds(lib)} ; {rounds(base)} |")
+    b("")
+
+# dssd: POST + DELETE over HTTP vs the same calls made by the library
+# directly (http_bench); no target in the issue, ratios reported
+if dssd_doc:
+    d0 = dssd_doc
+    b("## dssd: `POST` + `DELETE` over HTTP vs the library called directly (pairs/s)")
+    b("")
+    b("`dssd/examples/http_bench.rs`, on the same cluster after the rows above. **dssd**: the "
+      "installed `dssd --listen 127.0.0.1:<port> --conninfo …` (default settings: library pool "
+      f"{d0['pool_size']}, one request-log line per request to a file), each client thread "
+      "with one keep-alive HTTP/1.1 connection of its own (ureq) sending `POST /<name>?"
+      "lock_timeout=0&lease_timeout=10s` then `DELETE /<name>?id=<id>`, a new name per pair, "
+      "every answer checked (200, the id, `{}`). **library**: what dssd calls for those two "
+      "requests, called directly through one handle (same pool size) in the benchmark "
+      "process: `dss::wait::acquire(Exclusive, name, owner, 10 000 ms, 0)` + "
+      "`dss::token::release(Lock, name, token)`, a new name per pair. "
+      f"{d0['rounds']} rounds of {d0['duration_s']:g} s per side, the side going first "
+      "changing every round (ABBA…). Latency is per pair (µs); ratio = dssd pairs/s ÷ "
+      "library pairs/s over all rounds; *same-round*: median over rounds of that ratio within "
+      "one round; *dssd CPU*: the dssd process's CPU time (user + system, `/proc/<pid>/stat`) "
+      "per pair; *client CPU*: the benchmark process's, per pair (for dssd: the HTTP "
+      "clients; for the library: the library itself). No target: ratios only; *(noisy)*: the "
+      "rounds of one side differ by more than 1.5×.")
+    b("")
+    b("| clients | dssd pairs/s | library pairs/s | dssd ÷ library | same-round | "
+      "dssd p50 / p99 / max | library p50 / p99 / max | dssd CPU µs/pair | "
+      "client CPU µs/pair dssd / library | per round: dssd ; library |")
+    b("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+
+    def dnoisy(*sides):
+        for s in sides:
+            r = [x for x in s["round_pairs_per_s"] if x > 0]
+            if len(r) > 1 and max(r) > 1.5 * min(r):
+                return True
+        return False
+
+    def drounds(s):
+        return " ".join(f"{x:.0f}" for x in s["round_pairs_per_s"])
+
+    for r in d0["results"]:
+        ds, ls = r["dssd"], r["library"]
+        nz = " (noisy)" if dnoisy(ds, ls) else ""
+        b(f"| {r['threads']} | {f(ds['pairs_per_s'])} | {f(ls['pairs_per_s'])} | "
+          f"{r['ratio']:.3f}{nz} | {r['paired_ratio_median']:.3f} | "
+          f"{f(ds['p50_us'], 0)} / {f(ds['p99_us'], 0)} / {ds['max_us']:,} | "
+          f"{f(ls['p50_us'], 0)} / {f(ls['p99_us'], 0)} / {ls['max_us']:,} | "
+          f"{ds['dssd_cpu_us_per_pair']:.1f} | "
+          f"{ds['client_cpu_us_per_pair']:.1f} / {ls['client_cpu_us_per_pair']:.1f} | "
+          f"{drounds(ds)} ; {drounds(ls)} |")
     b("")
 
 # kv-set / kv-get: no target in the issue, ratios reported

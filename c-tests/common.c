@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <errno.h>
 #include <time.h>
 
 atomic_int ct_soft_failures;
@@ -313,6 +314,14 @@ int ct_expire(const char *id)
     if (ct_psql_ll(ct_conninfo(), sql, &n) != 0)
         return -1;
     return (int)n;
+}
+
+void ct_nap_ms(double ms)
+{
+    time_t s = (time_t)(ms / 1e3);
+    struct timespec ts = {s, (long)((ms - (double)s * 1e3) * 1e6)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        continue;
 }
 
 int ct_await_waiters(const char *id, long long n, double timeout_s)

@@ -155,6 +155,10 @@ int ct_poll_at_least(const char *conninfo, const char *sql, long long min, doubl
  * dss.lock_waiters), -1 on error. */
 long long ct_waiters(const char *id);
 
+/* Sleeps ms milliseconds (restarted after a signal): the time a scenario
+ * needs to pass, or the pause between two polls; never a synchronisation. */
+void ct_nap_ms(double ms);
+
 /* Polls until at least n requests are queued on `id` (dss.lock_waiters),
  * for at most timeout_s seconds: 0, or -1 (with a message) on timeout. */
 int ct_await_waiters(const char *id, long long n, double timeout_s);

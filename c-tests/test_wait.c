@@ -31,10 +31,7 @@ CT_GROUP_WITH_TWO_HANDLES(h1, h2)
 
 static void nap_ms(double ms)
 {
-    time_t s = (time_t)(ms / 1e3);
-    struct timespec ts = {s, (long)((ms - (double)s * 1e3) * 1e6)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        continue;
+    ct_nap_ms(ms);
 }
 
 static int await_waiters(const char *id, long long n)

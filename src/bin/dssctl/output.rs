@@ -258,33 +258,43 @@ fn indented(table: &str) -> String {
     table.lines().map(|l| format!("  {l}\n")).collect()
 }
 
-/// `status` of a lock held shared: the id, then one row per live holder.
-pub fn shared_block(id: &str, holders: &[Holder]) -> String {
+/// The table of live holders under a `status` block; with `permits`, a
+/// PERMITS column after the owner (semaphores).
+fn holders_table(holders: &[Holder], permits: bool) -> String {
     let rows: Vec<Vec<String>> = holders
         .iter()
         .map(|h| {
-            vec![
-                text(&h.owner),
+            let mut row = vec![text(&h.owner)];
+            if permits {
+                row.push(h.permits.to_string());
+            }
+            row.extend([
                 h.token.to_string(),
                 time_ms(h.locked_at),
                 holder_expires_in(h),
-            ]
+            ]);
+            row
         })
         .collect();
-    let holders_table = table(
-        &[
-            ("OWNER", Align::Left),
-            ("TOKEN", Align::Right),
-            ("LOCKED_AT", Align::Left),
-            ("EXPIRES_IN", Align::Right),
-        ],
-        &rows,
-    );
+    let mut columns = vec![("OWNER", Align::Left)];
+    if permits {
+        columns.push(("PERMITS", Align::Right));
+    }
+    columns.extend([
+        ("TOKEN", Align::Right),
+        ("LOCKED_AT", Align::Left),
+        ("EXPIRES_IN", Align::Right),
+    ]);
+    indented(&table(&columns, &rows))
+}
+
+/// `status` of a lock held shared: the id, then one row per live holder.
+pub fn shared_block(id: &str, holders: &[Holder]) -> String {
     block(&[
         ("id", text(id)),
         ("mode", mode_name(MODE_SHARED)),
         ("holders", holders.len().to_string()),
-    ]) + &indented(&holders_table)
+    ]) + &holders_table(holders, false)
 }
 
 /// The table of `sem list`: one row per holder, expired leases included.
@@ -330,28 +340,6 @@ pub fn permits_held(holders: &[Holder]) -> u64 {
 /// `sem status`: the id, the permits held of the capacity, then one row
 /// per live holder.
 pub fn sem_block(id: &str, capacity: u32, holders: &[Holder]) -> String {
-    let rows: Vec<Vec<String>> = holders
-        .iter()
-        .map(|h| {
-            vec![
-                text(&h.owner),
-                h.permits.to_string(),
-                h.token.to_string(),
-                time_ms(h.locked_at),
-                holder_expires_in(h),
-            ]
-        })
-        .collect();
-    let holders_table = table(
-        &[
-            ("OWNER", Align::Left),
-            ("PERMITS", Align::Right),
-            ("TOKEN", Align::Right),
-            ("LOCKED_AT", Align::Left),
-            ("EXPIRES_IN", Align::Right),
-        ],
-        &rows,
-    );
     block(&[
         ("id", text(id)),
         (
@@ -359,7 +347,7 @@ pub fn sem_block(id: &str, capacity: u32, holders: &[Holder]) -> String {
             format!("{} of {capacity} held", permits_held(holders)),
         ),
         ("holders", holders.len().to_string()),
-    ]) + &indented(&holders_table)
+    ]) + &holders_table(holders, true)
 }
 
 /// The key/value block of `status`.

@@ -2,8 +2,12 @@
 # and dssd, its HTTP server (a crate of its own: libdss.so links none of its
 # dependencies).
 #
-#   make test                 every test (cargo tests + the C suite via ctest);
-#                             installs missing Debian packages when run as root
+#   make test                 every test (cargo tests, the C suite via ctest,
+#                             the fault runs); installs missing Debian
+#                             packages when run as root
+#   make test-faults          processes contending through the installed
+#                             library while the server crashes, is killed,
+#                             frozen, cut off or failed over (tests/faults.rs)
 #   make demo                 two processes contending for a lock; brings up a
 #                             private PostgreSQL unless a connection string is
 #                             configured (PHOBOS_DSS_connect_string or
@@ -29,7 +33,7 @@ MAJOR   := $(firstword $(subst ., ,$(VERSION)))
 STAGE   := $(CURDIR)/build/stage
 EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 
-.PHONY: all build install header test test-rust test-c demo deps migrate clean
+.PHONY: all build install header test test-rust test-c test-faults demo deps migrate clean
 
 all: build
 
@@ -70,6 +74,7 @@ deps:
 test: deps
 	$(MAKE) test-rust
 	$(MAKE) test-c
+	$(MAKE) test-faults
 
 test-rust:
 	$(CARGO) test --release --workspace
@@ -80,6 +85,14 @@ test-c:
 	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig cmake -S c-tests -B build/c-tests -DDSS_SOURCE_DIR=$(CURDIR)
 	cmake --build build/c-tests -j 2
 	cd build/c-tests && ctest --output-on-failure --timeout 600
+
+# The fault runs' worker (tests/fault_worker.c) is built against the
+# installed library through pkg-config; the runs are #[ignore]d in a plain
+# `cargo test` for that reason, and run here.
+test-faults:
+	$(MAKE) install PREFIX=$(STAGE)
+	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(CARGO) test --release --test faults -- \
+	    --include-ignored --test-threads 1 --nocapture
 
 demo: deps
 	$(MAKE) install PREFIX=$(STAGE)

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod freeze;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -252,6 +252,30 @@ impl Pg {
         panic!("pg_ctl start failed five times:\n{last}");
     }
 
+    /// A streaming standby of this cluster (`pg_basebackup -R`, which
+    /// needs `local replication postgres trust` in the primary's hba),
+    /// started on a port of its own with the same settings.
+    pub fn standby(&self, prefix: &str) -> Pg {
+        let dir = private_dir(prefix);
+        run(
+            "pg_basebackup",
+            as_pg(&pg_bin().join("pg_basebackup"))
+                .arg("-h")
+                .arg(&self.dir)
+                .arg("-p")
+                .arg(self.port.to_string())
+                .args(["-U", "postgres", "-R", "-X", "stream", "-c", "fast", "-D"])
+                .arg(dir.join("data")),
+        );
+        let mut pg = Pg {
+            dir,
+            port: 0,
+            settings: self.settings.clone(),
+        };
+        pg.launch("");
+        pg
+    }
+
     pub fn stop(&self) {
         run(
             "pg_ctl stop",

@@ -112,6 +112,8 @@ struct Report {
     /// `-ECOMM` answers, and those resolved.
     unknown: usize,
     resolved: usize,
+    /// Failed calls: (acq/chk/rel, errno) and how many.
+    errors: BTreeMap<(String, i64), usize>,
     violations: Vec<String>,
 }
 
@@ -187,6 +189,18 @@ fn read_history(worker: usize, text: &str, r: &mut Report) {
     let mut last = 0;
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
+        let rc_at = match f.first().copied() {
+            Some("acq") => Some(5),
+            Some("chk") => Some(4),
+            Some("rel") => Some(5),
+            _ => None,
+        };
+        if let Some(i) = rc_at {
+            let rc: i64 = field(&f, i, line);
+            if rc != 0 {
+                *r.errors.entry((f[0].to_string(), -rc)).or_default() += 1;
+            }
+        }
         match f.first().copied() {
             Some("acq") => {
                 let kind: char = field(&f, 1, line);
@@ -393,6 +407,17 @@ fn check(histories: &[String]) -> Report {
 struct Session {
     client_gone: AtomicBool,
     server_gone: AtomicBool,
+    /// The last bytes sent carry a worker's owner name ("fault-<digit>"):
+    /// an acquisition or a release, not a read.
+    writing: AtomicBool,
+}
+
+/// Whether `bytes` hold a worker's owner name (the ids are "fault-lock-N"
+/// and "fault-sem").
+fn names_an_owner(bytes: &[u8]) -> bool {
+    bytes
+        .windows(7)
+        .any(|w| w.starts_with(b"fault-") && w[6].is_ascii_digit())
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a server whose port may change
@@ -400,7 +425,8 @@ struct Session {
 struct Proxy {
     port: u16,
     upstream: Arc<AtomicU16>,
-    /// Replies still to drop (the session is cut at once, both ways).
+    /// Replies to acquisitions and releases still to drop (the session is
+    /// cut at once, both ways).
     drops: Arc<AtomicUsize>,
     sessions: Arc<Mutex<Vec<Arc<Session>>>>,
     /// The listening socket, and whether it was closed ([`Proxy::refuse`]).
@@ -485,6 +511,7 @@ fn serve(
         loop {
             match c_in.read(&mut buf) {
                 Ok(n) if n > 0 => {
+                    s.writing.store(names_an_owner(&buf[..n]), Ordering::SeqCst);
                     if s_out.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -500,11 +527,13 @@ fn serve(
     loop {
         match s_in.read(&mut buf) {
             Ok(n) if n > 0 => {
-                if drops
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
-                    .is_ok()
+                if session.writing.load(Ordering::SeqCst)
+                    && drops
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+                        .is_ok()
                 {
-                    // The reply is lost and the link reset: the statement ran.
+                    // The reply to an acquisition or release is lost and
+                    // the link reset: the statement ran.
                     let _ = c_out.shutdown(Shutdown::Both);
                     let _ = s_in.shutdown(Shutdown::Both);
                     break;
@@ -702,7 +731,8 @@ enum Fault {
     /// Every process of the server stopped (SIGSTOP) for longer than the
     /// call deadline, then SIGCONT.
     Freeze,
-    /// Three replies dropped by the proxy, their sessions reset.
+    /// Three replies to acquisitions or releases dropped by the proxy,
+    /// their sessions reset.
     DropReplies,
 }
 
@@ -806,13 +836,14 @@ fn report(name: &str, r: &Report, faults: &[i64]) {
     eprintln!(
         "faults run {name}: {} attempts, {grants} grants {:?}, {} faults, \
          {} unknown outcomes ({} resolved), {across} holds checked across a fault, \
-         {} violations",
+         {} violations; failed calls (call, errno): {:?}",
         r.attempts,
         r.grants,
         faults.len(),
         r.unknown,
         r.resolved,
-        r.violations.len()
+        r.violations.len(),
+        r.errors
     );
     for v in r.violations.iter().take(20) {
         eprintln!("  {v}");

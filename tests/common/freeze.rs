@@ -111,19 +111,6 @@ impl Frozen {
     }
 }
 
-impl Frozen {
-    /// Sends SIGCONT to every stopped process but `keep`, which stays
-    /// stopped until the guard is dropped.
-    pub fn resume_except(&mut self, keep: i32) {
-        assert!(self.stopped.contains(&keep), "{keep} was not stopped");
-        for &pid in self.stopped.iter().filter(|&&p| p != keep) {
-            // SAFETY: kill has no memory preconditions.
-            unsafe { libc::kill(pid, libc::SIGCONT) };
-        }
-        self.stopped = vec![keep];
-    }
-}
-
 impl Drop for Frozen {
     fn drop(&mut self) {
         let mut pids = self.stopped.clone();

@@ -5,6 +5,8 @@
 #   make test                 every test (cargo tests, the C suite via ctest,
 #                             the fault runs); installs missing Debian
 #                             packages when run as root
+#   make test-sanitize        the C suite under ASan+UBSan, and its API, einval,
+#                             kv and lease tests under valgrind memcheck
 #   make test-faults          processes contending through the installed
 #                             library while the server crashes, is killed,
 #                             frozen, cut off or failed over (tests/faults.rs)
@@ -33,7 +35,7 @@ MAJOR   := $(firstword $(subst ., ,$(VERSION)))
 STAGE   := $(CURDIR)/build/stage
 EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 
-.PHONY: all build install header test test-rust test-c test-faults demo deps migrate clean
+.PHONY: all build install header test test-rust test-c test-sanitize test-faults demo deps migrate clean
 
 all: build
 
@@ -74,6 +76,7 @@ deps:
 test: deps
 	$(MAKE) test-rust
 	$(MAKE) test-c
+	$(MAKE) test-sanitize
 	$(MAKE) test-faults
 
 test-rust:
@@ -85,6 +88,22 @@ test-c:
 	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig cmake -S c-tests -B build/c-tests -DDSS_SOURCE_DIR=$(CURDIR)
 	cmake --build build/c-tests -j 2
 	cd build/c-tests && ctest --output-on-failure --timeout 600
+
+# The C suite again, built with -fsanitize=address,undefined (the test
+# programs; the library as installed), then the API, einval, kv and lease
+# tests under valgrind memcheck: any error, or a definite leak in the test's
+# own process, fails (c-tests/CMakeLists.txt says what is left out and why).
+test-sanitize:
+	$(MAKE) install PREFIX=$(STAGE)
+	rm -rf build/c-asan build/c-vg
+	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig cmake -S c-tests -B build/c-asan -DDSS_SOURCE_DIR=$(CURDIR) \
+	    -DDSS_SANITIZE=address,undefined
+	cmake --build build/c-asan -j 2
+	cd build/c-asan && ctest --output-on-failure --timeout 900
+	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig cmake -S c-tests -B build/c-vg -DDSS_SOURCE_DIR=$(CURDIR) \
+	    -DDSS_VALGRIND=ON
+	cmake --build build/c-vg -j 2
+	cd build/c-vg && ctest --output-on-failure -L 'valgrind|fixture'
 
 # The fault runs' worker (tests/fault_worker.c) is built against the
 # installed library through pkg-config; the runs are #[ignore]d in a plain

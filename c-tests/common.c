@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <fcntl.h>
+#include <glob.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -413,4 +414,106 @@ long long ct_lease_runs_from_refresh(const char *id)
              lit);
     long long n = -1;
     return ct_psql_ll(ct_conninfo(), sql, &n) == 0 ? n : -1;
+}
+
+/* ---- private databases and snapshots ---- */
+
+void ct_conninfo_for_db(char *buf, size_t size, const char *dbname)
+{
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", ct_conninfo());
+    size_t used = 0;
+    buf[0] = '\0';
+    /* Every keyword but dbname, then the new dbname. */
+    for (char *save = NULL, *tok = strtok_r(copy, " ", &save); tok != NULL;
+         tok = strtok_r(NULL, " ", &save)) {
+        if (strncmp(tok, "dbname=", 7) == 0)
+            continue;
+        int n = snprintf(buf + used, size - used, "%s ", tok);
+        if (n < 0 || (size_t)n >= size - used)
+            abort();
+        used += (size_t)n;
+    }
+    int n = snprintf(buf + used, size - used, "dbname=%s", dbname);
+    if (n < 0 || (size_t)n >= size - used)
+        abort();
+}
+
+int ct_create_db(const char *dbname, const char *sql_dir, char *conninfo, size_t size)
+{
+    char sql[256];
+    ct_conninfo_for_db(conninfo, size, dbname);
+    if (ct_drop_db(dbname) != 0)
+        return -1;
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
+    if (ct_psql(ct_conninfo(), sql, NULL, 0) != 0)
+        return -1;
+    char pattern[1024];
+    snprintf(pattern, sizeof pattern, "%s/[0-9]*.sql", sql_dir);
+    glob_t g;
+    if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0) {
+        fprintf(stderr, "ct_create_db: no migrations %s\n", pattern);
+        return -1;
+    }
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char *argv[] = {(char *)PSQL_PROGRAM, (char *)"-X", (char *)"-q", (char *)"-v",
+                        (char *)"ON_ERROR_STOP=1", (char *)"-d", conninfo, (char *)"-f",
+                        g.gl_pathv[i], NULL};
+        if (ct_run(argv, 60, NULL, 0) != 0) {
+            fprintf(stderr, "ct_create_db: cannot apply %s to %s\n", g.gl_pathv[i], dbname);
+            globfree(&g);
+            return -1;
+        }
+    }
+    globfree(&g);
+    return 0;
+}
+
+int ct_drop_db(const char *dbname)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+    return ct_psql(ct_conninfo(), sql, NULL, 0) == 0 ? 0 : -1;
+}
+
+int ct_db_allow_connections(const char *dbname, int allow)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "ALTER DATABASE %s ALLOW_CONNECTIONS %s", dbname,
+             allow ? "true" : "false");
+    if (ct_psql(ct_conninfo(), sql, NULL, 0) != 0)
+        return -1;
+    if (allow)
+        return 0;
+    snprintf(sql, sizeof sql,
+             "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+             "WHERE datname = '%s' AND pid <> pg_backend_pid()",
+             dbname);
+    if (ct_psql(ct_conninfo(), sql, NULL, 0) != 0)
+        return -1;
+    snprintf(sql, sizeof sql,
+             "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM pg_stat_activity "
+             "WHERE datname = '%s'",
+             dbname);
+    return ct_poll_at_least(ct_conninfo(), sql, 1, 30, NULL);
+}
+
+int ct_db_snapshot(const char *conninfo, char *out, size_t size)
+{
+    /* One query: for each table, its row count and the md5 of its rows in
+     * text form, sorted; for each sequence, its state (query_to_xml runs
+     * the per-relation query built with format()). */
+    static const char sql[] =
+        "SELECT string_agg(c.relname || '=' || (xpath('/row/v/text()', query_to_xml("
+        "  CASE WHEN c.relkind = 'S' THEN"
+        "    format('SELECT last_value || '','' || is_called AS v FROM %I.%I',"
+        "           n.nspname, c.relname)"
+        "  ELSE"
+        "    format('SELECT count(*) || '':'' || coalesce(md5(string_agg(t::text, "
+        "            chr(10) ORDER BY t::text)), ''-'') AS v FROM %I.%I t',"
+        "           n.nspname, c.relname)"
+        "  END, false, true, '')))[1]::text, ' ' ORDER BY c.relname) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'dss' AND c.relkind IN ('r', 'p', 'S')";
+    return ct_psql(conninfo, sql, out, size);
 }

@@ -179,4 +179,29 @@ void ct_run_two_children(int (*child)(void *arg, int k), void *arg, double timeo
  * ttl and ts > locked_at), 0 if not, -1 on error. */
 long long ct_lease_runs_from_refresh(const char *id);
 
+/* ---- private databases and snapshots (test_badinput) ---- */
+
+/* Writes into buf the conninfo of DSS_TEST_CONNINFO's server with database
+ * dbname instead (aborts if buf is too small). */
+void ct_conninfo_for_db(char *buf, size_t size, const char *dbname);
+
+/* (Re)creates database dbname on the test server with the schema of the
+ * migrations sql_dir/[0-9]*.sql, and writes its conninfo into conninfo.
+ * Returns 0, or -1 with a message. */
+int ct_create_db(const char *dbname, const char *sql_dir, char *conninfo, size_t size);
+
+/* Drops database dbname (WITH (FORCE): its sessions are ended). 0 or -1. */
+int ct_drop_db(const char *dbname);
+
+/* Allows (allow = 1) or refuses (0) new sessions to database dbname; when
+ * refusing, also ends its current sessions and waits until they are gone,
+ * so that any later attempt to talk to that database fails. 0 or -1. */
+int ct_db_allow_connections(const char *dbname, int allow);
+
+/* A fingerprint of everything in schema dss of the database at conninfo:
+ * "table=rows:md5 ... sequence=last_value,is_called ...", ordered by name.
+ * Two equal fingerprints mean equal contents. Returns 0, or psql's failure
+ * status. */
+int ct_db_snapshot(const char *conninfo, char *out, size_t size);
+
 #endif

@@ -426,7 +426,9 @@ static void test_max_value(void **state)
     /* One byte more: -EFBIG from every writer, nothing sent, old value kept. */
     buf[0] ^= 0xff;
     uint64_t token = 0;
-    assert_rc(dss_lock_lease(&h, id, "big-writer", 60000, &token), 0);
+    /* An hour: under valgrind the 64 MiB writes below take minutes, and an
+     * expired lease would turn the fenced write into -ESTALE. */
+    assert_rc(dss_lock_lease(&h, id, "big-writer", 3600000, &token), 0);
     assert_rc(dss_kv_set(&h, b, "big", buf, big + 1), -EFBIG);
     assert_true(ct_contains(dss_last_error(), "dss_kv_set"));
     assert_rc(dss_kv_set_ttl(&h, b, "big", buf, big + 1, 60000), -EFBIG);
@@ -1205,7 +1207,9 @@ struct cas_shared {
 
 static int cas_child(struct cas_shared *s, const char *b, int k, int wfd)
 {
-    struct cas_report rep = {k, 0, 0};
+    struct cas_report rep;
+    memset(&rep, 0, sizeof rep); /* padding too: it is written to a pipe */
+    rep.child = k;
     struct dss_handle hc = {0};
     if (!CHECK_RC(dss_init_conninfo(&hc, ct_conninfo()), 0)) {
         pthread_barrier_wait(&s->barrier);

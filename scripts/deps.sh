@@ -15,6 +15,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 [ -f /usr/include/postgresql/libpq-fe.h ] || need="$need libpq-dev"
 have openssl || need="$need openssl"   # the TLS tests make their own CA
 have runuser || need="$need util-linux"
+have valgrind || need="$need valgrind"   # scripts/test-sanitize.sh (memcheck)
 have cargo || { echo "deps: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ]; then

@@ -216,7 +216,10 @@ BEGIN
                 o_status := 'already';
                 RETURN;
             END IF;
-            UPDATE dss.locks l SET waited = true WHERE l.id = p_id AND NOT l.waited;
+            -- Only for a request that waits: a refused try changes nothing.
+            IF p_ticket <> 0 OR p_queue_ms > 0 THEN
+                UPDATE dss.locks l SET waited = true WHERE l.id = p_id AND NOT l.waited;
+            END IF;
         ELSE
             IF NOT fresh AND (r.owner IS NOT NULL OR r.expired) THEN
                 -- An ended lease (exclusive, or every share): taken over.

@@ -55,6 +55,10 @@ pub enum Kind {
     NotConnected,
     /// `dss_init`: the schema is missing or older than the library: `-EPROTO`.
     Protocol,
+    /// `dss_init`: the login role lacks a privilege the library needs
+    /// (it is not a member of `dss_client`); `dssctl history prune` or
+    /// `migrate` by a role that is not the schema owner: `-EPERM`.
+    PermissionDenied,
     /// A queued request was cancelled (`token::cancel`, dssd's DELETE of
     /// a waiter): `-ECANCELED`.
     Cancelled,
@@ -86,6 +90,7 @@ impl Kind {
             Kind::TimedOut => libc::ETIMEDOUT,
             Kind::NotConnected => libc::ENOTCONN,
             Kind::Protocol => libc::EPROTO,
+            Kind::PermissionDenied => libc::EPERM,
             Kind::Cancelled => libc::ECANCELED,
             Kind::Panic => libc::ENOTRECOVERABLE,
         };
@@ -133,6 +138,20 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+        }
+    }
+
+    /// `e` as [`Kind::PermissionDenied`] if the server refused it for want
+    /// of a privilege (SQLSTATE 42501), saying that `what` needs the schema
+    /// owner; otherwise `e`.
+    pub fn needs_owner(e: Error, what: &str) -> Error {
+        if e.message.contains("(SQLSTATE 42501)") {
+            Error::new(
+                Kind::PermissionDenied,
+                format!("{}: {what} needs the dss schema's owner", e.message),
+            )
+        } else {
+            e
         }
     }
 

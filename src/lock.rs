@@ -314,10 +314,14 @@ pub fn prune_history(h: &Handle, dry_run: bool, batch: u32) -> Result<Pruned> {
     } else if bounded {
         let batch = i64::from(batch.max(1));
         loop {
-            let n = h.run("history prune", |c| {
-                c.query_one(&q::HISTORY_PRUNE, &[&retention, &batch])
-                    .map(|row| row.get::<i64>(0))
-            })?;
+            let n = h
+                .run("history prune", |c| {
+                    c.query_one(&q::HISTORY_PRUNE, &[&retention, &batch])
+                        .map(|row| row.get::<i64>(0))
+                })
+                .map_err(|e| {
+                    Error::needs_owner(e, "pruning the history (dss_client may only append to it)")
+                })?;
             rows += n as u64;
             if n < batch {
                 break;

@@ -229,19 +229,54 @@ pub fn schema_version(pg: &mut Connection, deadline: Option<Instant>) -> PgResul
 
 fn check_schema(pg: &mut Connection, deadline: Instant) -> Result<()> {
     let expected = sql::SCHEMA_VERSION;
-    let found = schema_version(pg, Some(deadline))
-        .map_err(|e| Error::from_pg("cannot read dss.schema_info", &e))?;
+    let found = schema_version(pg, Some(deadline)).map_err(|e| {
+        let e = Error::from_pg("cannot read dss.schema_info", &e);
+        if e.message.contains("SQLSTATE 42501") {
+            not_permitted(&e.message, pg.user().as_deref())
+        } else {
+            e
+        }
+    })?;
     match found {
-        Some(v) if v >= expected => Ok(()),
-        _ => Err(Error::new(
-            Kind::Protocol,
-            format!(
-                "database schema version {} found, version {expected} expected: \
-                 apply the sql/ migrations (psql -v ON_ERROR_STOP=1 -f each file, or make migrate)",
-                found.unwrap_or(0)
-            ),
-        )),
+        Some(v) if v >= expected => {}
+        _ => {
+            return Err(Error::new(
+                Kind::Protocol,
+                format!(
+                    "database schema version {} found, version {expected} expected: \
+                     apply the sql/ migrations (psql -v ON_ERROR_STOP=1 -f each file, or make migrate)",
+                    found.unwrap_or(0)
+                ),
+            ));
+        }
     }
+    let rows = pg
+        .query_once_until(sql::MISSING_PRIVILEGES_QUERY, &[], Some(deadline))
+        .map_err(|e| Error::from_pg("cannot check the role's privileges", &e))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Error::new(Kind::Communication, "privilege check: no row"))?;
+    let role: String = row.get(0);
+    let missing: Vec<String> = row.get(1);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(not_permitted(
+        &format!("role \"{role}\" lacks {}", missing.join(", ")),
+        Some(role.as_str()),
+    ))
+}
+
+/// `-EPERM` from dss_init: what the role may not do, and the grant that
+/// fixes it.
+fn not_permitted(what: &str, role: Option<&str>) -> Error {
+    Error::new(
+        Kind::PermissionDenied,
+        format!(
+            "{what}: the schema owner must grant the library's role: GRANT dss_client TO {}",
+            role.unwrap_or("<login role>")
+        ),
+    )
 }
 
 /// Whether the server was reachable at the last connection attempt, and why

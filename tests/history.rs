@@ -247,6 +247,17 @@ fn migrations_from_schema_3_keep_what_is_held() {
         ),
         1
     );
+    assert_eq!(
+        server::open(&db).err().map(|e| e.errno()),
+        Some(-libc::EPROTO),
+        "a schema-6 database is refused by this library"
+    );
+    apply(&db, &["0007_roles.sql"]);
+    // What was there before 0007 is granted to dss_client too.
+    client_conninfo(); // creates the role
+    let h = server::open(&format!("{db} user={CLIENT_ROLE}")).unwrap();
+    assert_eq!(lock::status(&h, "held").unwrap().owner, "a");
+    drop(h);
     let h = server::open(&db).unwrap();
     assert_eq!(lock::status(&h, "held").unwrap().owner, "a");
     assert_eq!(errno(lock::lock(&h, "held", "z", 0)), -libc::EEXIST);
@@ -274,7 +285,7 @@ fn migrations_from_schema_3_keep_what_is_held() {
     );
     assert_eq!(
         count(&mut c, "SELECT max(version)::int8 FROM dss.schema_info"),
-        6
+        dss::sql::SCHEMA_VERSION as i64
     );
     // The limits hold for any writer, as domains now (0005), same SQLSTATE.
     for bad in [

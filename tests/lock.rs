@@ -345,12 +345,18 @@ fn init_maps_server_refusals() {
     // 53300 too many connections (for this role): -EUSERS.
     let e = open(&format!("{} user={role}", conninfo())).unwrap_err();
     assert_eq!(e.errno(), -libc::EUSERS, "{e}");
-    // A role that may log in but not read the schema: class 42 → -EINVAL.
+    // A role that may log in but not read the schema: -EPERM, and the
+    // grant that fixes it.
     c.batch_execute(&format!("ALTER ROLE {role} CONNECTION LIMIT -1"))
         .unwrap();
     let e = open(&format!("{} user={role}", conninfo())).unwrap_err();
-    assert_eq!(e.errno(), -libc::EINVAL, "{e}");
+    assert_eq!(e.errno(), -libc::EPERM, "{e}");
     assert!(e.message.contains("42501"), "{}", e.message);
+    assert!(
+        e.message.contains(&format!("GRANT dss_client TO {role}")),
+        "{}",
+        e.message
+    );
     // An unknown role: the login is refused, -ENOTCONN.
     let e = open(&format!("{} user=nosuchrole_x", conninfo())).unwrap_err();
     assert_eq!(e.errno(), -libc::ENOTCONN, "{e}");

@@ -274,6 +274,9 @@ unsafe fn init(
 ///         -EUSERS if the server has too many connections;
 ///         -EPROTO if the schema is missing or older than this library
 ///                 (dss_last_error() names both versions);
+///         -EPERM if the login role lacks a privilege the library needs
+///                (dss_last_error() names them; the schema owner grants
+///                them with `GRANT dss_client TO <role>`, README "Roles");
 ///         -ENOMEM if too many handles are open (16384);
 ///         -ENOTRECOVERABLE on an internal error (a bug: please report).
 #[unsafe(no_mangle)]

@@ -288,6 +288,13 @@ impl Connection {
         self.raw.as_ptr()
     }
 
+    /// The role the session logged in as (`PQuser`).
+    pub fn user(&self) -> Option<String> {
+        // SAFETY: a live PGconn; PQuser returns NULL or a string owned by it.
+        let p = unsafe { ffi::PQuser(self.raw()) };
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
     /// True if only a writable server is acceptable to the conninfo.
     pub fn writable_only(&self) -> bool {
         self.writable_only

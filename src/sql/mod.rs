@@ -49,7 +49,7 @@ pub mod token;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Settings of every library session, set once when it is opened
 /// ([`session_settings_sql`]; one round trip per session, not per call). `enable_seqscan = off`: every statement here finds its
@@ -75,6 +75,10 @@ pub fn session_settings_sql() -> String {
 /// Highest applied migration. A missing table is SQLSTATE 42P01.
 pub const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM dss.schema_info";
 
+/// What the session's role lacks of the privileges the library needs
+/// (`sql/0007_roles.sql`), as `{"INSERT on dss.locks", …}`; empty if nothing.
+pub const MISSING_PRIVILEGES_QUERY: &str = "SELECT current_user::text, dss.missing_privileges()";
+
 /// The migrations shipped with this build (`sql/*.sql`), in order, as
 /// (file name, text). `dssctl migrate` applies them.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -90,6 +94,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../sql/0005_domains.sql"),
     ),
     ("0006_shared.sql", include_str!("../../sql/0006_shared.sql")),
+    ("0007_roles.sql", include_str!("../../sql/0007_roles.sql")),
 ];
 
 /// One parameterised statement. Declared as `static` so that each has one

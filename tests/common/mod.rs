@@ -90,14 +90,36 @@ pub fn tempdir(prefix: &str) -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
+/// The superuser's conninfo: for the tests' own checks and set-up.
 pub fn conninfo() -> String {
     cluster().conninfo.clone()
 }
 
-/// A handle on the test database, with an application_name of its own so a
-/// test can find (and kill) its sessions.
+/// The login role of the library's handles in these tests: a member of
+/// dss_client and nothing else (sql/0007_roles.sql), as a daemon would be,
+/// so every call the tests make proves that grant is enough.
+pub const CLIENT_ROLE: &str = "dss_test_client";
+
+/// [`conninfo`] as [`CLIENT_ROLE`] (created once per cluster).
+pub fn client_conninfo() -> String {
+    static MADE: OnceLock<()> = OnceLock::new();
+    MADE.get_or_init(|| {
+        client()
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                     CREATE ROLE {CLIENT_ROLE} LOGIN IN ROLE dss_client;
+                 EXCEPTION WHEN duplicate_object THEN NULL;
+                 END $$"
+            ))
+            .unwrap();
+    });
+    format!("{} user={CLIENT_ROLE}", conninfo())
+}
+
+/// A handle on the test database as [`CLIENT_ROLE`], with an
+/// application_name of its own so a test can find (and kill) its sessions.
 pub fn handle_named(app: &str) -> Handle {
-    let s = Settings::new(&format!("{} application_name={app}", conninfo())).unwrap();
+    let s = Settings::new(&format!("{} application_name={app}", client_conninfo())).unwrap();
     Handle::open(s).unwrap()
 }
 

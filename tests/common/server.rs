@@ -202,18 +202,10 @@ impl Pg {
         pg
     }
 
-    /// Gives `roles` (comma list) what the library needs in database dss.
+    /// Gives `roles` (comma list) what the library needs: membership of
+    /// dss_client, as an operator would (README "Roles").
     pub fn grant_library_use(&self, roles: &str) {
-        self.psql(
-            "dss",
-            &format!(
-                "GRANT USAGE ON SCHEMA dss TO {roles};
-                 GRANT ALL ON ALL TABLES IN SCHEMA dss TO {roles};
-                 GRANT ALL ON ALL SEQUENCES IN SCHEMA dss TO {roles};
-                 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA dss TO {roles};
-                 GRANT EXECUTE ON FUNCTION public.dss_lock_is_held(text, bigint) TO {roles};"
-            ),
-        );
+        self.psql("dss", &format!("GRANT dss_client TO {roles}"));
     }
 
     /// Starts the server on a free port (another one if that port was

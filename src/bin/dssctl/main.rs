@@ -715,9 +715,12 @@ fn migrate(settings: Settings, dry_run: bool) -> Outcome {
         return Ok(out);
     }
     for (name, text) in dss::sql::MIGRATIONS {
-        client
-            .batch_execute(text)
-            .map_err(|e| Error::from_pg(&format!("migration {name}"), &e))?;
+        client.batch_execute(text).map_err(|e| {
+            Error::needs_owner(
+                Error::from_pg(&format!("migration {name}"), &e),
+                "applying the migrations",
+            )
+        })?;
         out.push_str(&format!("applied {name}\n"));
     }
     let after = schema_version(&mut client)?;

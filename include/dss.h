@@ -541,7 +541,9 @@ int dss_kv_set_fenced(struct dss_handle *handle,
  *                 or a string that is not UTF-8 (nothing is sent);
  *         -ECOMM if the database connection failed or was lost, or no
  *                reply came within call_timeout_ms (the outcome is then
- *                unknown: check with dss_lock_status());
+ *                unknown: check with dss_lock_status() on the same handle,
+ *                whose next call first ends the abandoned session on the
+ *                server, so that its answer is final);
  *         -ETIMEDOUT if no pooled connection was free within
  *                    pool_timeout_ms, or call_timeout_ms passed before the
  *                    statement was sent (nothing was done);

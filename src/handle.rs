@@ -16,12 +16,14 @@
 
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::config::Settings;
-use crate::error::{Error, Result, refused_as_read_only, statement_did_not_run};
+use crate::error::{Error, Kind, Result, refused_as_read_only, statement_did_not_run};
 use crate::pool::{Conn, LocalPool, Pool, R2d2Pool};
+use crate::sql;
 
 /// The process that started r2d2, 0 before any. Inherited across fork, so
 /// a child sees its parent's pid here and knows not to use r2d2.
@@ -139,6 +141,28 @@ pub struct Handle {
     /// Pool of the process currently using an inherited handle (null until
     /// first use in a child). Replaced, never freed, when the pid changes.
     forked: AtomicPtr<PidPool>,
+    /// Backends of sessions given up with a statement maybe in flight
+    /// (`Handle::run`), by process; `fenced` is true while there are any.
+    fences: Mutex<Vec<Fence>>,
+    fenced: AtomicBool,
+}
+
+/// A session given up after its statement was sent (no reply by the
+/// deadline, or the link broke): its backend may still run the statement,
+/// as a frozen server does once it resumes. Until that backend has ended,
+/// no answer of the database about the outcome is final.
+struct Fence {
+    process: u32,
+    backend: (i32, i64),
+}
+
+/// True if the statement was sent and the session lost without a word
+/// from the server: it may run after the caller got its error.
+fn may_still_run(e: &crate::pq::Error) -> bool {
+    matches!(
+        e,
+        crate::pq::Error::TimedOut { sent: true } | crate::pq::Error::Lost { sent: true, .. }
+    )
 }
 
 impl Handle {
@@ -156,7 +180,67 @@ impl Handle {
             creator: current_pid(),
             primary: ManuallyDrop::new(primary),
             forked: AtomicPtr::new(ptr::null_mut()),
+            fences: Mutex::new(Vec::new()),
+            fenced: AtomicBool::new(false),
         })
+    }
+
+    /// Ends, on `conn`'s server, the backends of this process's sessions
+    /// given up with a statement in flight, and waits until they are gone
+    /// (within the call's deadline): after that the outcome of those
+    /// statements is final, and what this call reads is the truth. Other
+    /// callers wait meanwhile. A backend of another server (after a
+    /// failover) is not found there, and needs no fence: its server is no
+    /// longer the one written to.
+    fn fence(&self, conn: &mut Conn) -> Result<()> {
+        let mut fences = self.fences.lock().unwrap_or_else(PoisonError::into_inner);
+        let me = current_pid();
+        fences.retain(|f| f.process == me);
+        let pids: Vec<i32> = fences.iter().map(|f| f.backend.0).collect();
+        let starts: Vec<i64> = fences.iter().map(|f| f.backend.1).collect();
+        let mut nap = Duration::from_millis(1);
+        while !pids.is_empty() {
+            let left: i64 = match conn.pg.query_once_until(
+                sql::FENCE_QUERY,
+                &[&pids, &starts],
+                Some(conn.deadline),
+            ) {
+                Ok(rows) => rows.first().map_or(0, |r| r.get(0)),
+                Err(e) => {
+                    if e.code().is_none() {
+                        conn.broken = true;
+                    }
+                    return Err(Error::from_pg("ending a session given up earlier", &e));
+                }
+            };
+            if left == 0 {
+                break;
+            }
+            if Instant::now() + nap >= conn.deadline {
+                return Err(Error::new(
+                    Kind::Communication,
+                    format!(
+                        "{left} session(s) given up earlier with a statement in flight have \
+                         not ended yet: the outcome of that statement is still unknown"
+                    ),
+                ));
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(20));
+        }
+        fences.clear();
+        self.fenced.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Remembers `conn`'s backend as one to end before the next call.
+    fn add_fence(&self, conn: &Conn) {
+        let mut fences = self.fences.lock().unwrap_or_else(PoisonError::into_inner);
+        fences.push(Fence {
+            process: current_pid(),
+            backend: conn.backend,
+        });
+        self.fenced.store(true, Ordering::Release);
     }
 
     /// True if this process created the handle.
@@ -213,6 +297,12 @@ impl Handle {
     /// other failure is returned as it is: a statement that may have run is
     /// never repeated.
     ///
+    /// A call that gave up on a session after sending its statement (no
+    /// reply by the deadline, or the link lost) leaves a fence: the next
+    /// call of this process on the handle first ends that session's backend
+    /// ([`Handle::fence`]), so that nothing it reads can be changed later
+    /// by the abandoned statement.
+    ///
     /// The whole call, retries included, ends within `call_timeout_ms`: the
     /// deadline travels with the connection (`Conn::deadline`).
     pub fn run<T>(
@@ -225,9 +315,15 @@ impl Handle {
         let mut retries = 0;
         loop {
             let mut conn = pool.checkout(deadline)?;
+            if self.fenced.load(Ordering::Acquire) {
+                self.fence(&mut conn)?;
+            }
             match f(&mut conn) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
+                    if may_still_run(&e) {
+                        self.add_fence(&conn);
+                    }
                     let not_run = statement_did_not_run(&e)
                         || (conn.pg.writable_only() && refused_as_read_only(&e));
                     // A session that failed without the server's word is

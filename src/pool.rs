@@ -91,6 +91,8 @@ pub struct Conn {
     prepared: HashMap<usize, CString, BuildHasherDefault<AddressHasher>>,
     /// Set when a call saw this session fail: the pool drops it.
     pub broken: bool,
+    /// The session's backend (pid, start; [`sql::BACKEND_QUERY`]).
+    pub backend: (i32, i64),
     /// When the call using the session must be over.
     pub deadline: Instant,
     call_timeout: Duration,
@@ -117,10 +119,22 @@ impl Conn {
         pg.batch_execute_until(&sql::session_settings_sql(), Some(setup))
             .map_err(connect_error)?;
         check_schema(&mut pg, setup)?;
+        let backend = pg
+            .query_once_until(sql::BACKEND_QUERY, &[], Some(setup))
+            .map_err(connect_error)?
+            .first()
+            .map(|row| (row.get(0), row.get(1)))
+            .ok_or_else(|| {
+                Error::new(
+                    Kind::Protocol,
+                    "no row for this session in pg_stat_activity",
+                )
+            })?;
         Ok(Conn {
             pg,
             prepared: HashMap::default(),
             broken: false,
+            backend,
             deadline: Instant::now() + settings.call_timeout,
             call_timeout: settings.call_timeout,
             ticket: None,

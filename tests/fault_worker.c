@@ -6,14 +6,13 @@
  * cut off or failed over meanwhile; this program never looks behind the
  * library (no SQL of its own): it does what a careful C daemon does.
  *
- * Usage: fault_worker INDEX HISTORY SETTLE DURATION_MS SEED
+ * Usage: fault_worker INDEX HISTORY DURATION_MS SEED
  *   The connection string comes from the usual configuration
  *   (PHOBOS_DSS_connect_string), with PHOBOS_DSS_call_timeout_ms etc.
- *   SETTLE is a file holding a counter that the test increments once a
- *   fault is over and no abandoned statement can still run (see
- *   `settle` in tests/faults.rs): an unknown outcome (-ECOMM) is resolved
- *   only after the next increment, so that a statement stuck in a frozen
- *   server cannot take effect after it was resolved.
+ *   An unknown outcome (-ECOMM) is resolved by asking the same handle
+ *   until it answers: its next call first ends the session that was given
+ *   up, so a statement stuck in a frozen server cannot take effect after
+ *   the answer (README, "Faults and failover").
  *
  * History lines (times: CLOCK_MONOTONIC, ns; rc: the call's return):
  *   acq KIND ID T0 T1 RC TOKEN TTL_MS     an acquisition (RC 0: granted)
@@ -46,7 +45,6 @@
 #define RESOLVE_LIMIT_NS (90LL * 1000000000LL)
 
 static FILE *history;
-static const char *settle_path;
 static char owner[64];
 static struct dss_handle handle;
 
@@ -73,30 +71,6 @@ static void say(const char *fmt, ...)
     va_end(ap);
     fputc('\n', history);
     fflush(history);
-}
-
-/* The settle counter (0 while the file is missing or being replaced). */
-static long settled(void)
-{
-    long n = 0;
-    FILE *f = fopen(settle_path, "r");
-    if (f) {
-        if (fscanf(f, "%ld", &n) != 1)
-            n = 0;
-        fclose(f);
-    }
-    return n;
-}
-
-/* Waits until the counter moved past `before`; false after the limit. */
-static bool await_settle(long before, int64_t deadline)
-{
-    while (settled() <= before) {
-        if (now_ns() > deadline)
-            return false;
-        nap_ms(5);
-    }
-    return true;
 }
 
 /* Errors after which a call surely did nothing, or a probe may be retried. */
@@ -146,13 +120,9 @@ static int holds(char kind, const char *id, uint64_t *token)
 }
 
 /* holds(), asked until it answers; -1 (and an `unres` line) at the limit. */
-static int resolve(char kind, const char *id, uint64_t *token, long before, int64_t *at)
+static int resolve(char kind, const char *id, uint64_t *token, int64_t *at)
 {
     int64_t deadline = now_ns() + RESOLVE_LIMIT_NS;
-    if (!await_settle(before, deadline)) {
-        say("unres %s %" PRId64, id, now_ns());
-        return -1;
-    }
     for (;;) {
         int h = holds(kind, id, token);
         *at = now_ns();
@@ -215,14 +185,13 @@ static int check(char kind, const char *id, uint64_t token)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s INDEX HISTORY SETTLE DURATION_MS SEED\n", argv[0]);
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s INDEX HISTORY DURATION_MS SEED\n", argv[0]);
         return 2;
     }
     int index = atoi(argv[1]);
-    settle_path = argv[3];
-    int64_t end = now_ns() + atoll(argv[4]) * 1000000LL;
-    srand((unsigned)strtoul(argv[5], NULL, 10));
+    int64_t end = now_ns() + atoll(argv[3]) * 1000000LL;
+    srand((unsigned)strtoul(argv[4], NULL, 10));
     history = fopen(argv[2], "w");
     if (!history) {
         perror(argv[2]);
@@ -249,7 +218,6 @@ int main(int argc, char **argv)
                        : (kind == 'W' || kind == 'S') && (rand() & 1) ? 0
                                                                       : LEASE_MS;
         uint64_t token = 0;
-        long before = settled();
         int64_t t0 = now_ns();
         rc = acquire(kind, id, ttl, &token);
         int64_t t1 = now_ns();
@@ -264,7 +232,7 @@ int main(int argc, char **argv)
         if (rc == -ECOMM) {
             unknown++;
             int64_t at = 0;
-            int h = resolve(kind, id, &token, before, &at);
+            int h = resolve(kind, id, &token, &at);
             if (h < 0)
                 return 4;
             say("res %s %" PRId64 " %d %" PRIu64, id, at, h, token);
@@ -296,7 +264,6 @@ int main(int argc, char **argv)
 
         /* Released, or known to be gone. */
         for (;;) {
-            before = settled();
             int64_t r0 = now_ns();
             rc = release(kind, id);
             int64_t r1 = now_ns();
@@ -305,7 +272,7 @@ int main(int argc, char **argv)
                 unknown++;
                 uint64_t seen = 0;
                 int64_t at = 0;
-                int h = resolve(kind, id, &seen, before, &at);
+                int h = resolve(kind, id, &seen, &at);
                 if (h < 0)
                     return 4;
                 h = h && seen == token;

@@ -18,12 +18,11 @@
 //! - an unknown outcome (`-ECOMM`) not resolved.
 //!
 //! Between the library and the server sits a TCP proxy of this test
-//! ([`Proxy`]), which can drop a reply, and knows which sessions were given
-//! up by the library while their backend still lives: a statement sent to
-//! a frozen server runs when the server resumes, after the caller got
-//! `-ECOMM`. The workers resolve an unknown outcome only once the test has
-//! "settled" ([`Settler`]): no fault is going on and no such session is
-//! left, so nothing can change the outcome after it was read.
+//! ([`Proxy`]), which can drop the reply to an acquisition or a release.
+//! A worker resolves an unknown outcome by asking the same handle until
+//! it answers: the library first ends the session it gave up (a statement
+//! sent to a frozen server would run when the server resumes), so the
+//! answer is final.
 //!
 //! The fault runs need the installed library: `make test-faults` builds
 //! the worker against `build/stage` with pkg-config and runs them
@@ -38,7 +37,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::freeze::{Frozen, children_of};
@@ -402,13 +401,10 @@ fn check(histories: &[String]) -> Report {
 
 // -------------------------------------------------------------------- proxy
 
-/// One proxied session: which side has closed.
+/// One proxied session: the last bytes sent carry a worker's owner name
+/// ("fault-<digit>"): an acquisition or a release, not a read.
 #[derive(Default)]
 struct Session {
-    client_gone: AtomicBool,
-    server_gone: AtomicBool,
-    /// The last bytes sent carry a worker's owner name ("fault-<digit>"):
-    /// an acquisition or a release, not a read.
     writing: AtomicBool,
 }
 
@@ -428,7 +424,6 @@ struct Proxy {
     /// Replies to acquisitions and releases still to drop (the session is
     /// cut at once, both ways).
     drops: Arc<AtomicUsize>,
-    sessions: Arc<Mutex<Vec<Arc<Session>>>>,
     /// The listening socket, and whether it was closed ([`Proxy::refuse`]).
     listener: i32,
     refused: Arc<AtomicBool>,
@@ -441,22 +436,20 @@ impl Proxy {
             port: listener.local_addr().unwrap().port(),
             upstream: Arc::new(AtomicU16::new(upstream)),
             drops: Arc::new(AtomicUsize::new(0)),
-            sessions: Arc::new(Mutex::new(Vec::new())),
             listener: std::os::fd::AsRawFd::as_raw_fd(&listener),
             refused: Arc::new(AtomicBool::new(false)),
         };
-        let (up, drops, sessions, refused) = (
+        let (up, drops, refused) = (
             proxy.upstream.clone(),
             proxy.drops.clone(),
-            proxy.sessions.clone(),
             proxy.refused.clone(),
         );
         std::thread::spawn(move || {
             loop {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        let (up, drops, sessions) = (up.clone(), drops.clone(), sessions.clone());
-                        std::thread::spawn(move || serve(client, &up, &drops, &sessions));
+                        let (up, drops) = (up.clone(), drops.clone());
+                        std::thread::spawn(move || serve(client, &up, &drops));
                     }
                     Err(_) if refused.load(Ordering::SeqCst) => break,
                     Err(_) => {}
@@ -475,35 +468,15 @@ impl Proxy {
         // which this wakes up.
         unsafe { libc::shutdown(self.listener, libc::SHUT_RDWR) };
     }
-
-    /// Sessions the client gave up while the server's side still lives:
-    /// their backend may still run what was sent.
-    fn abandoned(&self) -> usize {
-        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        sessions.retain(|s| !s.server_gone.load(Ordering::SeqCst));
-        sessions
-            .iter()
-            .filter(|s| s.client_gone.load(Ordering::SeqCst))
-            .count()
-    }
 }
 
-fn serve(
-    client: TcpStream,
-    up: &AtomicU16,
-    drops: &AtomicUsize,
-    sessions: &Mutex<Vec<Arc<Session>>>,
-) {
+fn serve(client: TcpStream, up: &AtomicU16, drops: &AtomicUsize) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", up.load(Ordering::SeqCst))) else {
         return; // the server is down: the client sees the connection closed
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let session = Arc::new(Session::default());
-    sessions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(session.clone());
     let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let s = session.clone();
     std::thread::spawn(move || {
@@ -519,7 +492,6 @@ fn serve(
                 _ => break,
             }
         }
-        s.client_gone.store(true, Ordering::SeqCst);
         let _ = s_out.shutdown(Shutdown::Write);
     });
     let (mut s_in, mut c_out) = (server, client);
@@ -544,74 +516,7 @@ fn serve(
             _ => break,
         }
     }
-    session.server_gone.store(true, Ordering::SeqCst);
     let _ = c_out.shutdown(Shutdown::Both);
-}
-
-// ------------------------------------------------------------------ settler
-
-/// Increments the counter in the workers' SETTLE file whenever no fault is
-/// going on and no abandoned session is left (seen twice, 20 ms apart):
-/// an outcome read after that cannot change any more.
-struct Settler {
-    path: PathBuf,
-    fault: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    count: Arc<AtomicUsize>,
-}
-
-impl Settler {
-    fn start(path: PathBuf, proxies: Vec<Arc<Proxy>>) -> Settler {
-        let s = Settler {
-            path,
-            fault: Arc::new(AtomicBool::new(false)),
-            stop: Arc::new(AtomicBool::new(false)),
-            count: Arc::new(AtomicUsize::new(1)),
-        };
-        write_counter(&s.path, 1);
-        let (path, fault, stop, count) = (
-            s.path.clone(),
-            s.fault.clone(),
-            s.stop.clone(),
-            s.count.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut quiet = false;
-            while !stop.load(Ordering::SeqCst) {
-                let now_quiet =
-                    !fault.load(Ordering::SeqCst) && proxies.iter().all(|p| p.abandoned() == 0);
-                if quiet && now_quiet {
-                    write_counter(&path, count.fetch_add(1, Ordering::SeqCst) + 1);
-                }
-                quiet = now_quiet;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        s
-    }
-
-    /// Waits until the counter moved twice from now (a full quiet period
-    /// after whatever happened before the call).
-    fn settled(&self) {
-        let from = self.count.load(Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.count.load(Ordering::SeqCst) < from + 2 {
-            assert!(Instant::now() < deadline, "not settled within 60 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Settler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn write_counter(path: &Path, n: usize) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, n.to_string()).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 // ------------------------------------------------------------------ workers
@@ -635,16 +540,19 @@ fn worker_binary() -> &'static Path {
             .output()
             .unwrap();
         let libdir = String::from_utf8(libdir.stdout).unwrap().trim().to_string();
-        let out = std::env::temp_dir().join(format!("dss_fault_worker.{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("dss_fault_worker");
+        let building = dir.join(format!("dss_fault_worker.{}", std::process::id()));
         run(
             "cc fault_worker.c",
             Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
                 .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-                .arg(&out)
+                .arg(&building)
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fault_worker.c"))
                 .args(flags.split_whitespace())
                 .arg(format!("-Wl,-rpath,{libdir}")),
         );
+        std::fs::rename(&building, &out).unwrap();
         out
     })
 }
@@ -654,7 +562,7 @@ struct Workers {
     histories: Vec<PathBuf>,
 }
 
-fn start_workers(dir: &Path, conninfo: &str, settle: &Path, load: Duration) -> Workers {
+fn start_workers(dir: &Path, conninfo: &str, load: Duration) -> Workers {
     let mut w = Workers {
         children: Vec::new(),
         histories: Vec::new(),
@@ -664,7 +572,6 @@ fn start_workers(dir: &Path, conninfo: &str, settle: &Path, load: Duration) -> W
         let child = Command::new(worker_binary())
             .arg(i.to_string())
             .arg(&history)
-            .arg(settle)
             .arg(load.as_millis().to_string())
             .arg((now_ns() as u64 ^ (i as u64 * 7919)).to_string())
             .env("PHOBOS_DSS_connect_string", conninfo)
@@ -880,35 +787,30 @@ fn nothing_left(pg: &Pg) {
 }
 
 /// Load for `load`, with `faults` injected one after the other, each once
-/// the previous one has settled, `gap` apart.
+/// the previous one is over, `gap` apart.
 fn fault_run(name: &str, faults: &[Fault], load: Duration, gap: Duration) {
     let pg = Pg::init(&format!("dss-flt-{name}"), PG_HBA, "-c fsync=on");
     let proxy = Arc::new(Proxy::start(pg.port));
     let mut s = Single { pg, proxy };
-    let settle = s.pg.dir.join("settle");
-    let settler = Settler::start(settle.clone(), vec![s.proxy.clone()]);
     let conninfo = format!(
         "host=127.0.0.1 port={} dbname=dss user=postgres application_name=dss-fault \
          connect_timeout=2",
         s.proxy.port
     );
     let started = Instant::now();
-    let workers = start_workers(&s.pg.dir, &conninfo, &settle, load);
+    let workers = start_workers(&s.pg.dir, &conninfo, load);
     let mut times = Vec::new();
     for &f in faults {
         std::thread::sleep(gap);
-        settler.fault.store(true, Ordering::SeqCst);
         let t0 = now_ns();
         let effect = inject(&mut s, f);
         let t1 = now_ns();
-        settler.fault.store(false, Ordering::SeqCst);
         eprintln!(
             "{name}: {f:?} at {:?}, over in {} ms",
             started.elapsed(),
             (t1 - t0) / 1_000_000
         );
         times.push(effect);
-        settler.settled();
     }
     assert!(
         started.elapsed() < load,
@@ -919,7 +821,6 @@ fn fault_run(name: &str, faults: &[Fault], load: Duration, gap: Duration) {
     let r = check(&histories);
     report(name, &r, &times);
     nothing_left(&s.pg);
-    drop(settler);
 }
 
 #[test]
@@ -1262,8 +1163,6 @@ fn failover_to_a_synchronous_standby() {
         Arc::new(Proxy::start(primary.port)),
         Arc::new(Proxy::start(standby.port)),
     );
-    let settle = primary.dir.join("settle");
-    let settler = Settler::start(settle.clone(), vec![pa.clone(), pb.clone()]);
     let conninfo = format!(
         "host=127.0.0.1,127.0.0.1 port={},{} target_session_attrs=read-write dbname=dss \
          user=postgres application_name=dss-fault connect_timeout=2",
@@ -1271,11 +1170,10 @@ fn failover_to_a_synchronous_standby() {
     );
     let load = Duration::from_secs(12);
     let started = Instant::now();
-    let workers = start_workers(&primary.dir, &conninfo, &settle, load);
+    let workers = start_workers(&primary.dir, &conninfo, load);
     std::thread::sleep(Duration::from_secs(4));
 
     // The primary is killed: its postmaster and every child, SIGKILL.
-    settler.fault.store(true, Ordering::SeqCst);
     let pm = postmaster(&primary);
     let mut pids = children_of(pm);
     pids.push(pm);
@@ -1295,13 +1193,11 @@ fn failover_to_a_synchronous_standby() {
     until_up(&standby);
     assert_eq!(standby.psql("dss", "SELECT pg_is_in_recovery()"), "f");
     let promoted = now_ns();
-    settler.fault.store(false, Ordering::SeqCst);
     eprintln!(
         "failover: primary killed at {:?}, standby promoted {} ms later",
         started.elapsed(),
         (promoted - killed) / 1_000_000
     );
-    settler.settled();
     assert!(started.elapsed() < load, "the failover outlasted the load");
 
     let histories = workers.finish();
@@ -1335,5 +1231,4 @@ fn failover_to_a_synchronous_standby() {
         assert!(after > 0, "worker {w} got nothing after the failover");
     }
     nothing_left(&standby);
-    drop(settler);
 }

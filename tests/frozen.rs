@@ -23,7 +23,7 @@ mod common;
 use std::sync::{Barrier, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::freeze::Frozen;
+use common::freeze::{Frozen, signal_pending};
 use common::server::{Pg, ok, open, open_with};
 use common::{errno, uid};
 use dss::config::Settings;
@@ -456,4 +456,88 @@ fn a_lock_with_an_unknown_outcome_happened_or_not_never_half() {
             assert!(!happened, "status says -ENOLCK, dss.locks has the lock");
         }
     }
+}
+
+#[test]
+fn after_an_unknown_outcome_the_handles_next_call_reads_the_final_one() {
+    let _serial = serial();
+    let pg = cluster();
+    let app = uid("frz-fence");
+    // One session, with LOCK prepared on it.
+    let h = handle(&app, 1);
+    let warm_id = uid("warm-fence");
+    ok("lock", lock::lock(&h, &warm_id, "w", 0));
+    ok(
+        "unlock",
+        lock::unlock(&h, &warm_id, Some("w"), "frozen-test"),
+    );
+    let sessions = backends(&app);
+    assert_eq!(sessions.len(), 1, "one pooled session: {sessions:?}");
+    let ghost = sessions[0];
+
+    // The lock is sent to the frozen server: -ECOMM. Then everything runs
+    // again but that session's backend, which has the statement unread
+    // in its socket: it would run it as soon as it resumes.
+    let x = uid("fence");
+    let owner = uid("owner");
+    let mut frozen = Frozen::freeze(pg);
+    frozen_call("lock of X", &[-libc::ECOMM], LIMIT, || {
+        failure(lock::lock(&h, &x, &owner, 0))
+    });
+    frozen.resume_except(ghost);
+
+    // The handle's next call ends that backend first and waits until it
+    // is gone: once the stopped backend has the fence's SIGTERM pending,
+    // it is let go, and it ends without running the lock (the signal is
+    // handled before it reads its socket again). Only then does the status
+    // answer: no lock, final. (Letting it go as soon as the fence's query
+    // shows in pg_stat_activity, before its pg_terminate_backend ran, let
+    // the backend run the lock first: the status then rightly said "held",
+    // and the test wrongly failed.)
+    let mut c = probe();
+    std::thread::scope(|s| {
+        let status = s.spawn(|| lock::status(&h, &x));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !signal_pending(ghost, libc::SIGTERM) {
+            assert!(
+                !status.is_finished(),
+                "status answered while the backend with the lock was still stopped: {:?}",
+                status.join().unwrap()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no session ended the stopped backend"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            !status.is_finished(),
+            "status answered while the backend with the lock was still stopped: {:?}",
+            status.join().unwrap()
+        );
+        drop(frozen);
+        let answer = status.join().unwrap();
+        assert_eq!(errno(answer), -libc::ENOLCK, "the lock never ran");
+    });
+    let left: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+            &[&ghost],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the abandoned backend is gone");
+    let rows: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM dss.locks WHERE id = $1) \
+                  + (SELECT count(*) FROM dss.lock_history WHERE id = $1)",
+            &[&x],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 0,
+        "no lock and no history for X: the statement never ran"
+    );
+    assert_eq!(errno(lock::status(&h, &x)), -libc::ENOLCK);
 }

@@ -65,7 +65,9 @@ unsafe fn ids_arg<'a>(ids: *const *const c_char, n: usize) -> Result<Vec<&'a str
 ///                 or a string that is not UTF-8 (nothing is sent);
 ///         -ECOMM if the database connection failed or was lost, or no
 ///                reply came within call_timeout_ms (the outcome is then
-///                unknown: check with dss_lock_status());
+///                unknown: check with dss_lock_status() on the same handle,
+///                whose next call first ends the abandoned session on the
+///                server, so that its answer is final);
 ///         -ETIMEDOUT if no pooled connection was free within
 ///                    pool_timeout_ms, or call_timeout_ms passed before the
 ///                    statement was sent (nothing was done);

@@ -19,6 +19,19 @@ pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
     Some((state, ppid))
 }
 
+/// True if process `pid` has `signal` pending, sent to the process (the
+/// `ShdPnd` mask of /proc/PID/status): a stopped process keeps it until it
+/// is continued.
+pub fn signal_pending(pid: i32, signal: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
+
 /// The processes whose parent is `parent`.
 pub fn children_of(parent: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -108,6 +121,19 @@ impl Frozen {
             // A child may end between the listing and the signal.
             assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "SIGSTOP {pid}: {e}");
         }
+    }
+}
+
+impl Frozen {
+    /// Sends SIGCONT to every stopped process but `keep`, which stays
+    /// stopped until the guard is dropped.
+    pub fn resume_except(&mut self, keep: i32) {
+        assert!(self.stopped.contains(&keep), "{keep} was not stopped");
+        for &pid in self.stopped.iter().filter(|&&p| p != keep) {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+        self.stopped = vec![keep];
     }
 }
 

@@ -2,8 +2,8 @@
 # and dssd, its HTTP server (a crate of its own: libdss.so links none of its
 # dependencies).
 #
-#   make test                 every test (cargo tests, the C suite via ctest,
-#                             the fault runs); installs missing Debian
+#   make test                 every test (cargo tests with the fault runs, the
+#                             C suite via ctest, then under sanitizers); installs missing Debian
 #                             packages when run as root
 #   make test-sanitize        the C suite under ASan+UBSan, and its API, einval,
 #                             kv and lease tests under valgrind memcheck
@@ -77,10 +77,11 @@ test: deps
 	$(MAKE) test-rust
 	$(MAKE) test-c
 	$(MAKE) test-sanitize
-	$(MAKE) test-faults
 
+# The fault runs among them build their worker against the installed copy.
 test-rust:
-	$(CARGO) test --release --workspace
+	$(MAKE) install PREFIX=$(STAGE)
+	DSS_TEST_PREFIX=$(STAGE) $(CARGO) test --release --workspace
 
 test-c:
 	rm -rf $(STAGE) build/c-tests
@@ -105,13 +106,11 @@ test-sanitize:
 	cmake --build build/c-vg -j 2
 	cd build/c-vg && ctest --output-on-failure -L 'valgrind|fixture'
 
-# The fault runs' worker (tests/fault_worker.c) is built against the
-# installed library through pkg-config; the runs are #[ignore]d in a plain
-# `cargo test` for that reason, and run here.
+# The fault runs alone (also part of test-rust), their worker
+# (tests/fault_worker.c) built against the installed library.
 test-faults:
 	$(MAKE) install PREFIX=$(STAGE)
-	PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(CARGO) test --release --test faults -- \
-	    --include-ignored --test-threads 1 --nocapture
+	DSS_TEST_PREFIX=$(STAGE) $(CARGO) test --release --test faults -- --nocapture
 
 demo: deps
 	$(MAKE) install PREFIX=$(STAGE)

@@ -24,10 +24,9 @@
 //! sent to a frozen server would run when the server resumes), so the
 //! answer is final.
 //!
-//! The fault runs need the installed library: `make test-faults` builds
-//! the worker against `build/stage` with pkg-config and runs them
-//! (`cargo test --release --test faults -- --include-ignored`). The
-//! checker's own tests run everywhere.
+//! The worker is built against the installed library when
+//! `DSS_TEST_PREFIX` names its prefix (`make test`, `make test-faults`:
+//! `build/stage`, through pkg-config), else against this build tree's.
 
 mod common;
 
@@ -521,38 +520,72 @@ fn serve(client: TcpStream, up: &AtomicU16, drops: &AtomicUsize) {
 
 // ------------------------------------------------------------------ workers
 
-/// tests/fault_worker.c, built once against the installed library.
+/// tests/fault_worker.c, built once: against the library installed under
+/// `$DSS_TEST_PREFIX` (through its pkg-config file, as a user builds;
+/// `make test` and `make test-faults` set it), else against this build
+/// tree's header and `libdss.so` (next to this test's own binary).
 fn worker_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let flags = Command::new("pkg-config")
-            .args(["--cflags", "--libs", "dss"])
-            .output()
-            .expect("pkg-config runs");
-        assert!(
-            flags.status.success(),
-            "pkg-config finds no installed libdss (dss.pc): run these tests with \
-             `make test-faults`, which installs into build/stage and sets PKG_CONFIG_PATH"
-        );
-        let flags = String::from_utf8(flags.stdout).unwrap();
-        let libdir = Command::new("pkg-config")
-            .args(["--variable=libdir", "dss"])
-            .output()
-            .unwrap();
-        let libdir = String::from_utf8(libdir.stdout).unwrap().trim().to_string();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let out = dir.join("dss_fault_worker");
-        let building = dir.join(format!("dss_fault_worker.{}", std::process::id()));
+        let (flags, libdir) = match std::env::var_os("DSS_TEST_PREFIX") {
+            Some(prefix) => {
+                let pc = Path::new(&prefix).join("lib/pkgconfig");
+                let query = |arg: &str| {
+                    let out = Command::new("pkg-config")
+                        .env("PKG_CONFIG_PATH", &pc)
+                        .args([arg, "dss"])
+                        .output()
+                        .expect("pkg-config runs");
+                    assert!(
+                        out.status.success(),
+                        "pkg-config finds no dss.pc in {}: {}",
+                        pc.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    String::from_utf8(out.stdout).unwrap().trim().to_string()
+                };
+                (
+                    query("--cflags").to_string() + " " + &query("--libs"),
+                    query("--variable=libdir"),
+                )
+            }
+            None => {
+                // target/<profile>/deps/faults-<hash> -> target/<profile>
+                let exe = std::env::current_exe().unwrap();
+                let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+                assert!(
+                    dir.join("libdss.so").exists(),
+                    "no libdss.so in {} (cargo builds it with the tests)",
+                    dir.display()
+                );
+                // The library's soname is libdss.so.<major> (build.rs), a
+                // link cargo does not make: made here, for the loader.
+                let libdir =
+                    std::env::temp_dir().join(format!("dss_fault_lib.{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&libdir);
+                std::fs::create_dir_all(&libdir).unwrap();
+                std::os::unix::fs::symlink(
+                    dir.join("libdss.so"),
+                    libdir.join(concat!("libdss.so.", env!("CARGO_PKG_VERSION_MAJOR"))),
+                )
+                .unwrap();
+                let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+                (
+                    format!("-I{} -L{} -ldss", include.display(), dir.display()),
+                    libdir.display().to_string(),
+                )
+            }
+        };
+        let out = std::env::temp_dir().join(format!("dss_fault_worker.{}", std::process::id()));
         run(
             "cc fault_worker.c",
             Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
                 .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-                .arg(&building)
+                .arg(&out)
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fault_worker.c"))
                 .args(flags.split_whitespace())
                 .arg(format!("-Wl,-rpath,{libdir}")),
         );
-        std::fs::rename(&building, &out).unwrap();
         out
     })
 }
@@ -740,7 +773,10 @@ fn report(name: &str, r: &Report, faults: &[i64]) {
         })
         .count();
     let grants: usize = r.grants.values().sum();
-    eprintln!(
+    // Straight to stderr, not through eprintln!, which the test harness
+    // captures: every run's counts show in `cargo test`'s output.
+    let _ = writeln!(
+        std::io::stderr(),
         "faults run {name}: {} attempts, {grants} grants {:?}, {} faults, \
          {} unknown outcomes ({} resolved), {across} holds checked across a fault, \
          {} violations; failed calls (call, errno): {:?}",
@@ -788,7 +824,17 @@ fn nothing_left(pg: &Pg) {
 
 /// Load for `load`, with `faults` injected one after the other, each once
 /// the previous one is over, `gap` apart.
+/// One fault run at a time (each has its cluster, but the load and the
+/// faults' timing are measured against a machine they have to themselves).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn fault_run(name: &str, faults: &[Fault], load: Duration, gap: Duration) {
+    let _serial = serial();
     let pg = Pg::init(&format!("dss-flt-{name}"), PG_HBA, "-c fsync=on");
     let proxy = Arc::new(Proxy::start(pg.port));
     let mut s = Single { pg, proxy };
@@ -824,7 +870,6 @@ fn fault_run(name: &str, faults: &[Fault], load: Duration, gap: Duration) {
 }
 
 #[test]
-#[ignore = "needs the installed library: make test-faults"]
 fn crash_recovery() {
     fault_run(
         "crash",
@@ -835,7 +880,6 @@ fn crash_recovery() {
 }
 
 #[test]
-#[ignore = "needs the installed library: make test-faults"]
 fn backend_killed() {
     fault_run(
         "kill",
@@ -846,7 +890,6 @@ fn backend_killed() {
 }
 
 #[test]
-#[ignore = "needs the installed library: make test-faults"]
 fn server_frozen() {
     fault_run(
         "freeze",
@@ -857,7 +900,6 @@ fn server_frozen() {
 }
 
 #[test]
-#[ignore = "needs the installed library: make test-faults"]
 fn replies_lost() {
     fault_run(
         "drop",
@@ -868,7 +910,6 @@ fn replies_lost() {
 }
 
 #[test]
-#[ignore = "needs the installed library: make test-faults"]
 fn mixed_faults() {
     use Fault::*;
     fault_run(
@@ -1132,8 +1173,8 @@ fn checker_resolves_unknown_outcomes_and_finds_unresolved_ones() {
 // ----------------------------------------------------------------- failover
 
 #[test]
-#[ignore = "needs the installed library: make test-faults"]
 fn failover_to_a_synchronous_standby() {
+    let _serial = serial();
     // The standby retries its WAL source every 100 ms, not 5 s: promoted
     // at once.
     let primary = Pg::init(

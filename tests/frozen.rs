@@ -44,11 +44,18 @@ const RECOVERY: Duration = Duration::from_secs(15);
 const PG_HBA: &str = "\
 local all postgres trust
 host all postgres 127.0.0.1/32 trust
+host all frz_client 127.0.0.1/32 trust
 ";
 
 fn cluster() -> &'static Pg {
     static CLUSTER: OnceLock<Pg> = OnceLock::new();
-    CLUSTER.get_or_init(|| Pg::init("dss-frz", PG_HBA, ""))
+    CLUSTER.get_or_init(|| {
+        let pg = Pg::init("dss-frz", PG_HBA, "");
+        // A daemon's role: only a member of dss_client (the fence ends its
+        // own sessions' backends, which any role may do).
+        pg.psql("dss", "CREATE ROLE frz_client LOGIN IN ROLE dss_client");
+        pg
+    })
 }
 
 /// One freeze at a time: the tests of this file share the cluster.
@@ -61,7 +68,11 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// A handle on the cluster over TCP, with call_timeout_ms 1 s.
 fn handle(app: &str, pool_size: u32) -> Handle {
-    let conninfo = cluster().tcp(&format!("user=postgres application_name={app}"));
+    handle_as("postgres", app, pool_size)
+}
+
+fn handle_as(user: &str, app: &str, pool_size: u32) -> Handle {
+    let conninfo = cluster().tcp(&format!("user={user} application_name={app}"));
     let mut settings = Settings::new(&conninfo).unwrap();
     settings.call_timeout = CALL_TIMEOUT;
     settings.pool_timeout = Duration::from_secs(2);
@@ -463,8 +474,8 @@ fn after_an_unknown_outcome_the_handles_next_call_reads_the_final_one() {
     let _serial = serial();
     let pg = cluster();
     let app = uid("frz-fence");
-    // One session, with LOCK prepared on it.
-    let h = handle(&app, 1);
+    // One session, with LOCK prepared on it, as a member of dss_client.
+    let h = handle_as("frz_client", &app, 1);
     let warm_id = uid("warm-fence");
     ok("lock", lock::lock(&h, &warm_id, "w", 0));
     ok(

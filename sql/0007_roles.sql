@@ -44,36 +44,6 @@ BEGIN
 END
 $$;
 
--- What the current role lacks of the grants above (empty: nothing), e.g.
--- {"INSERT on dss.lock_history"}. dss_init() calls it and refuses with
--- -EPERM, naming what is missing, rather than fail call by call later. A
--- role granted these privileges directly, not through dss_client, passes.
-CREATE OR REPLACE FUNCTION dss.missing_privileges()
-RETURNS text[]
-LANGUAGE sql STABLE AS $fn$
-    SELECT coalesce(array_agg(m), '{}') FROM (
-    SELECT p || ' on ' || o AS m
-      FROM (VALUES ('dss.schema_info', 'SELECT'), ('dss.settings', 'SELECT'),
-                   ('dss.lock_history', 'SELECT'), ('dss.lock_history', 'INSERT'),
-                   ('dss.locks', 'SELECT'), ('dss.locks', 'INSERT'),
-                   ('dss.locks', 'UPDATE'), ('dss.locks', 'DELETE'),
-                   ('dss.lock_waiters', 'SELECT'), ('dss.lock_waiters', 'INSERT'),
-                   ('dss.lock_waiters', 'UPDATE'), ('dss.lock_waiters', 'DELETE'),
-                   ('dss.lock_shares', 'SELECT'), ('dss.lock_shares', 'INSERT'),
-                   ('dss.lock_shares', 'UPDATE'), ('dss.lock_shares', 'DELETE'),
-                   ('dss.sems', 'SELECT'), ('dss.sems', 'INSERT'),
-                   ('dss.sems', 'UPDATE'), ('dss.sems', 'DELETE'),
-                   ('dss.sem_holders', 'SELECT'), ('dss.sem_holders', 'INSERT'),
-                   ('dss.sem_holders', 'UPDATE'), ('dss.sem_holders', 'DELETE'),
-                   ('dss.kv', 'SELECT'), ('dss.kv', 'INSERT'),
-                   ('dss.kv', 'UPDATE'), ('dss.kv', 'DELETE')) t(o, p)
-     WHERE NOT has_table_privilege(o, p)
-    UNION ALL
-    SELECT 'USAGE on ' || o
-      FROM unnest(ARRAY['dss.lock_token_seq', 'dss.kv_version_seq']) o
-     WHERE NOT has_sequence_privilege(o, 'USAGE')) missing
-$fn$;
-
 GRANT USAGE ON SCHEMA dss TO dss_client;
 
 -- Read only.
@@ -86,6 +56,25 @@ GRANT SELECT, INSERT, UPDATE, DELETE
    TO dss_client;
 -- nextval() only (the identity columns' sequences need no grant).
 GRANT USAGE ON SEQUENCE dss.lock_token_seq, dss.kv_version_seq TO dss_client;
+-- What the current role lacks of dss_client's privileges on the schema's
+-- tables and sequences (empty: nothing), e.g. {"INSERT on dss.lock_history"},
+-- read from the grants above themselves (pg_class.relacl), so there is one
+-- list. dss_init() calls it and refuses with -EPERM, naming what is
+-- missing, rather than fail call by call later. A role granted these
+-- privileges directly, not through dss_client, passes.
+CREATE OR REPLACE FUNCTION dss.missing_privileges()
+RETURNS text[]
+LANGUAGE sql STABLE AS $fn$
+    SELECT coalesce(array_agg(a.privilege_type || ' on ' || c.oid::regclass::text
+                              ORDER BY c.relname, a.privilege_type), '{}')
+      FROM pg_class c, aclexplode(c.relacl) a
+     WHERE c.relnamespace = 'dss'::regnamespace
+       AND a.grantee = 'dss_client'::regrole
+       AND NOT CASE WHEN c.relkind = 'S'
+                    THEN has_sequence_privilege(c.oid, a.privilege_type)
+                    ELSE has_table_privilege(c.oid, a.privilege_type) END
+$fn$;
+
 -- Every function of the schema runs with its caller's rights (none is
 -- SECURITY DEFINER): executing one gives nothing the grants above do not.
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA dss TO dss_client;

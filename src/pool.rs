@@ -91,7 +91,7 @@ pub struct Conn {
     prepared: HashMap<usize, CString, BuildHasherDefault<AddressHasher>>,
     /// Set when a call saw this session fail: the pool drops it.
     pub broken: bool,
-    /// The session's backend (pid, start; [`sql::BACKEND_QUERY`]).
+    /// The session's backend (pid, start; [`sql::SESSION_CHECK_QUERY`]).
     pub backend: (i32, i64),
     /// When the call using the session must be over.
     pub deadline: Instant,
@@ -118,18 +118,7 @@ impl Conn {
         let setup = deadline.unwrap_or_else(|| Instant::now() + settings.call_timeout);
         pg.batch_execute_until(&sql::session_settings_sql(), Some(setup))
             .map_err(connect_error)?;
-        check_schema(&mut pg, setup)?;
-        let backend = pg
-            .query_once_until(sql::BACKEND_QUERY, &[], Some(setup))
-            .map_err(connect_error)?
-            .first()
-            .map(|row| (row.get(0), row.get(1)))
-            .ok_or_else(|| {
-                Error::new(
-                    Kind::Protocol,
-                    "no row for this session in pg_stat_activity",
-                )
-            })?;
+        let backend = check_session(&mut pg, setup)?;
         Ok(Conn {
             pg,
             prepared: HashMap::default(),
@@ -241,14 +230,16 @@ pub fn schema_version(pg: &mut Connection, deadline: Option<Instant>) -> PgResul
     }
 }
 
-fn check_schema(pg: &mut Connection, deadline: Instant) -> Result<()> {
+/// Checks the schema version and the role's grants; returns the session's
+/// backend (pid, start), read by the same round trip as the grants.
+fn check_session(pg: &mut Connection, deadline: Instant) -> Result<(i32, i64)> {
     let expected = sql::SCHEMA_VERSION;
     let found = schema_version(pg, Some(deadline)).map_err(|e| {
-        let e = Error::from_pg("cannot read dss.schema_info", &e);
-        if e.message.contains("SQLSTATE 42501") {
-            not_permitted(&e.message, pg.user().as_deref())
+        let err = Error::from_pg("cannot read dss.schema_info", &e);
+        if e.code() == Some("42501") {
+            not_permitted(&err.message, pg.user().as_deref())
         } else {
-            e
+            err
         }
     })?;
     match found {
@@ -265,20 +256,23 @@ fn check_schema(pg: &mut Connection, deadline: Instant) -> Result<()> {
         }
     }
     let rows = pg
-        .query_once_until(sql::MISSING_PRIVILEGES_QUERY, &[], Some(deadline))
+        .query_once_until(sql::SESSION_CHECK_QUERY, &[], Some(deadline))
         .map_err(|e| Error::from_pg("cannot check the role's privileges", &e))?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Error::new(Kind::Communication, "privilege check: no row"))?;
+    let row = rows.first().ok_or_else(|| {
+        Error::new(
+            Kind::Protocol,
+            "no row for this session in pg_stat_activity",
+        )
+    })?;
     let role: String = row.get(0);
     let missing: Vec<String> = row.get(1);
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        return Err(not_permitted(
+            &format!("role \"{role}\" lacks {}", missing.join(", ")),
+            Some(role.as_str()),
+        ));
     }
-    Err(not_permitted(
-        &format!("role \"{role}\" lacks {}", missing.join(", ")),
-        Some(role.as_str()),
-    ))
+    Ok((row.get(2), row.get(3)))
 }
 
 /// `-EPERM` from dss_init: what the role may not do, and the grant that

@@ -76,18 +76,16 @@ pub fn session_settings_sql() -> String {
 pub const SCHEMA_VERSION_QUERY: &str = "SELECT max(version) FROM dss.schema_info";
 
 /// What the session's role lacks of the privileges the library needs
-/// (`sql/0007_roles.sql`), as `{"INSERT on dss.locks", …}`; empty if nothing.
-pub const MISSING_PRIVILEGES_QUERY: &str = "SELECT current_user::text, dss.missing_privileges()";
-
-/// This session's backend: its pid and its start (µs since the epoch), read
-/// once when the session opens. With the start, a pid that a later session
-/// reuses is not taken for this one's.
-pub const BACKEND_QUERY: &str = "SELECT pg_backend_pid(), \
-     (extract(epoch FROM backend_start) * 1000000)::int8 \
+/// (`sql/0007_roles.sql`), as `{"INSERT on dss.locks", …}` (empty if
+/// nothing), and the session's backend: its pid and its start (µs since the
+/// epoch), read once when the session opens; with the start, a pid that a
+/// later session reuses is not taken for this one's (the fence).
+pub const SESSION_CHECK_QUERY: &str = "SELECT current_user::text, dss.missing_privileges(), \
+     pg_backend_pid(), (extract(epoch FROM backend_start) * 1000000)::int8 \
      FROM pg_stat_activity WHERE pid = pg_backend_pid()";
 
 /// Ends the backends of sessions given up with a statement maybe in flight
-/// ($1 pids, $2 starts, as [`BACKEND_QUERY`]) and counts those still there.
+/// ($1 pids, $2 starts, as [`SESSION_CHECK_QUERY`]) and counts those still there.
 /// A backend that is told to end while it waits for its client's next
 /// message ends without running what it has not read yet; any role may end
 /// its own sessions.

@@ -1,10 +1,9 @@
 //! The object behind `dss_handle.dh_conn`: settings plus pools, fork-aware.
 //!
 //! Fork rules (C daemons fork after `dss_init`):
-//! * r2d2 runs helper threads and uses `parking_lot`, neither of which
-//!   survives `fork()`. So r2d2 is only ever used in one process per program:
-//!   the first one that initialises a handle ([`R2D2_PID`]). Every handle
-//!   created in any other process uses a [`LocalPool`] (`std::sync` only).
+//! * The pool (`pool.rs`) is built on `std::sync` only and runs no thread
+//!   but its short-lived connecting ones, so nothing a fork copies can be
+//!   left locked by a thread that does not exist in the child.
 //! * A handle used in a process other than the one that created it (an
 //!   inherited handle in a child) never touches its creator's pool: it
 //!   lazily builds a pool of its own for the current pid ([`PidPool`]).
@@ -22,12 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::error::{Error, Kind, Result, refused_as_read_only, statement_did_not_run};
-use crate::pool::{Conn, LocalPool, Pool, R2d2Pool};
+use crate::pool::{Conn, Pool};
 use crate::sql;
-
-/// The process that started r2d2, 0 before any. Inherited across fork, so
-/// a child sees its parent's pid here and knows not to use r2d2.
-static R2D2_PID: AtomicU32 = AtomicU32::new(0);
 
 /// This process's pid, without a system call on every library call.
 ///
@@ -117,15 +112,6 @@ fn wipe_on_fork_page() -> Option<usize> {
     }
 }
 
-/// Claims r2d2 for this process if no process of this program did before.
-fn r2d2_allowed() -> bool {
-    let me = current_pid();
-    match R2D2_PID.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) => true,
-        Err(owner) => owner == me,
-    }
-}
-
 /// A pool that belongs to one process.
 struct PidPool {
     pid: u32,
@@ -169,12 +155,8 @@ impl Handle {
     /// Builds the pool and makes its first connection, which checks that
     /// the server is reachable and the schema current.
     pub fn open(settings: Settings) -> Result<Handle> {
-        let primary = if r2d2_allowed() {
-            Pool::R2d2(R2d2Pool::open(&settings)?)
-        } else {
-            let first = Conn::connect(&settings, None, None)?;
-            Pool::Local(Box::new(LocalPool::new(&settings, Some(first))))
-        };
+        let first = Conn::connect(&settings, None, None)?;
+        let primary = Pool::new(&settings, Some(first));
         Ok(Handle {
             settings,
             creator: current_pid(),
@@ -264,7 +246,7 @@ impl Handle {
         }
         let mine = Box::into_raw(Box::new(PidPool {
             pid: me,
-            pool: Pool::Local(Box::new(LocalPool::new(&self.settings, None))),
+            pool: Pool::new(&self.settings, None),
         }));
         match self
             .forked

@@ -1,15 +1,10 @@
-//! Connections: one PostgreSQL session with its prepared statements, and the
-//! two pools that hand them out.
+//! Connections: one PostgreSQL session with its prepared statements, and
+//! the pool that hands them out ([`Pool`]), built on `std::sync` only so
+//! that it works the same in a process forked after `dss_init` (see
+//! `handle.rs`). It connects in a short-lived thread, so that a caller never
+//! waits for a connection (name resolution included) past its deadline.
 //!
-//! * [`R2d2Pool`]: an `r2d2` pool of connections, used by the one
-//!   process that started r2d2 (see `handle.rs` for why only one).
-//! * [`LocalPool`]: a small pool built on `std::sync` only, used in any other
-//!   process (after `fork()`), where r2d2's `parking_lot` state and helper
-//!   threads cannot be trusted. It connects in a short-lived thread, so that
-//!   a caller never waits for a connection (name resolution included) past
-//!   its deadline.
-//!
-//! Neither pool tests a connection with a round trip on checkout. A
+//! The pool does not test a connection with a round trip on checkout. A
 //! connection is checked for free ([`Conn::is_stale`]: anything to read on
 //! an idle session means the server ended it), and a call whose statement
 //! the server says did not run is retried on another connection
@@ -19,7 +14,7 @@
 //! waiting for a connection, connecting and each round trip end there.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
@@ -96,9 +91,9 @@ pub struct Conn {
     /// When the call using the session must be over.
     pub deadline: Instant,
     call_timeout: Duration,
-    /// For a connection made by r2d2's threads: released once it is closed
-    /// (declared last: dropped after `pg`).
-    ticket: Option<Ticket>,
+    /// The thread that used the session last ([`Pool`] hands it back to
+    /// that thread first).
+    last_user: usize,
 }
 
 impl Conn {
@@ -126,7 +121,7 @@ impl Conn {
             backend,
             deadline: Instant::now() + settings.call_timeout,
             call_timeout: settings.call_timeout,
-            ticket: None,
+            last_user: 0,
         })
     }
 
@@ -287,46 +282,7 @@ fn not_permitted(what: &str, role: Option<&str>) -> Error {
     )
 }
 
-/// Whether the server was reachable at the last connection attempt, and why
-/// not. Lets a call fail fast with `-ECOMM` during an outage instead of
-/// waiting the whole pool timeout for a connection that cannot come.
-#[derive(Default)]
-struct Health {
-    down: AtomicBool,
-    last_error: Mutex<Option<Error>>,
-    /// Connection attempts in progress (a server that does not answer keeps
-    /// them there until connect_timeout).
-    connecting: AtomicU32,
-}
-
-impl Health {
-    fn record<T>(&self, result: &Result<T>) {
-        match result {
-            Ok(_) => self.down.store(false, Ordering::SeqCst),
-            Err(e) => {
-                *self
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(e.clone());
-                self.down.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-
-    /// The last connection error, as it was, if the server is known down.
-    fn down_because(&self) -> Option<Error> {
-        if !self.down.load(Ordering::SeqCst) {
-            return None;
-        }
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
-/// Libpq work that may still run in a helper thread: connection attempts,
-/// and connections made by them until they are closed. Dropping a pool
+/// Connection attempts still running in helper threads. Dropping a pool
 /// waits until there is none, so that once `dss_fini` returns no thread of
 /// the library uses libpq or OpenSSL: a process that exits then cannot
 /// crash in OpenSSL's exit handlers while a helper thread is in a TLS
@@ -335,14 +291,13 @@ impl Health {
 struct InFlight {
     n: Mutex<usize>,
     none: Condvar,
-    /// Set (under `n`) when the pool is dropped: no work starts after
-    /// that, and attempts running give up (r2d2 would otherwise retry a
-    /// failed attempt for as long as another one keeps its pool alive).
+    /// Set (under `n`) when the pool is dropped: no attempt starts after
+    /// that, and attempts running give up.
     closing: AtomicBool,
 }
 
 /// One piece of [`InFlight`] work; ends when dropped.
-pub struct Ticket(Arc<InFlight>);
+struct Ticket(Arc<InFlight>);
 
 impl InFlight {
     /// A ticket, unless the pool is closing.
@@ -393,169 +348,6 @@ impl Drop for Ticket {
 /// Longest a pool's drop waits for its helper threads' libpq work.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-/// r2d2's view of how to make and judge a [`Conn`].
-pub struct Manager {
-    settings: Settings,
-    health: Arc<Health>,
-    in_flight: Arc<InFlight>,
-}
-
-impl r2d2::ManageConnection for Manager {
-    /// Boxed: checkouts move it around, a pointer is cheaper to move.
-    type Connection = Box<Conn>;
-    type Error = Error;
-
-    /// In r2d2's threads, bounded by connect_timeout per host (callers wait
-    /// no longer than their own deadline).
-    fn connect(&self) -> Result<Box<Conn>> {
-        let Some(ticket) = self.in_flight.enter() else {
-            return Err(Error::new(Kind::NotConnected, "the pool is closed"));
-        };
-        self.health.connecting.fetch_add(1, Ordering::SeqCst);
-        let stop = Some(&self.in_flight.closing);
-        let result = Conn::connect(&self.settings, None, stop).map(|mut c| {
-            // Held until the connection is closed, wherever that happens.
-            c.ticket = Some(ticket);
-            Box::new(c)
-        });
-        self.health.connecting.fetch_sub(1, Ordering::SeqCst);
-        self.health.record(&result);
-        result
-    }
-
-    /// Only called right after `connect` (test_on_check_out is off), which
-    /// has just done round trips of its own.
-    fn is_valid(&self, _conn: &mut Box<Conn>) -> Result<()> {
-        Ok(())
-    }
-
-    fn has_broken(&self, conn: &mut Box<Conn>) -> bool {
-        conn.is_dead()
-    }
-}
-
-/// r2d2 logs background connection errors through `log`; we keep them in
-/// [`Health`] instead, for `dss_last_error`.
-#[derive(Debug)]
-struct QuietErrors;
-
-impl r2d2::HandleError<Error> for QuietErrors {
-    fn handle_error(&self, _error: Error) {}
-}
-
-/// How long one slice of a checkout waits before looking at [`Health`].
-const CHECKOUT_SLICE: Duration = Duration::from_millis(50);
-
-pub struct R2d2Pool {
-    /// Dropped first, then the helper threads' work is waited for.
-    pool: std::mem::ManuallyDrop<r2d2::Pool<Manager>>,
-    health: Arc<Health>,
-    in_flight: Arc<InFlight>,
-    timeout: Duration,
-}
-
-impl Drop for R2d2Pool {
-    fn drop(&mut self) {
-        self.in_flight.close();
-        // SAFETY: dropped once, here, and never used again.
-        unsafe { std::mem::ManuallyDrop::drop(&mut self.pool) };
-        self.in_flight.wait_none(DRAIN_LIMIT);
-    }
-}
-
-impl R2d2Pool {
-    /// Builds the pool and waits for its first connection, which checks the
-    /// server and the schema: the errors are those of [`Conn::connect`].
-    /// The wait ends with that first attempt (connect_timeout per host).
-    pub fn open(settings: &Settings) -> Result<R2d2Pool> {
-        let health = Arc::new(Health::default());
-        let in_flight = Arc::new(InFlight::default());
-        let manager = Manager {
-            settings: settings.clone(),
-            health: health.clone(),
-            in_flight: in_flight.clone(),
-        };
-        // Helper threads of this handle only: a server that hangs one
-        // handle's connection attempts must not starve another handle's.
-        let threads = scheduled_thread_pool::ScheduledThreadPool::builder()
-            .num_threads(2)
-            .thread_name_pattern("dss-r2d2-{}")
-            .build();
-        // No idle minimum: r2d2 would reconnect in the background after
-        // every checkout that empties it, also just before the process
-        // exits. Connections are made when a call needs one.
-        let pool = r2d2::Pool::builder()
-            .max_size(settings.pool_size)
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connection_timeout(settings.pool_timeout)
-            .error_handler(Box::new(QuietErrors))
-            .thread_pool(Arc::new(threads))
-            .build_unchecked(manager);
-        let pool = R2d2Pool {
-            pool: std::mem::ManuallyDrop::new(pool),
-            health,
-            in_flight,
-            timeout: settings.pool_timeout,
-        };
-        match pool.wait_until(None) {
-            Ok(_first) => Ok(pool),
-            Err(Some(e)) => Err(e),
-            Err(None) => unreachable!("no deadline"),
-        }
-    }
-
-    /// Waits for a connection until `deadline` (None: until the server is
-    /// known up or down), in slices, looking at [`Health`] between them.
-    /// `Err(Some(e))`: the server is known down, `e` is the connection
-    /// error; `Err(None)`: the deadline passed.
-    fn wait_until(
-        &self,
-        deadline: Option<Instant>,
-    ) -> std::result::Result<r2d2::PooledConnection<Manager>, Option<Error>> {
-        loop {
-            if let Some(c) = self.pool.try_get() {
-                return Ok(c);
-            }
-            if let Some(e) = self.health.down_because() {
-                return Err(Some(e));
-            }
-            let now = Instant::now();
-            let slice = match deadline {
-                Some(d) if now >= d => return Err(None),
-                Some(d) => CHECKOUT_SLICE.min(d - now),
-                None => CHECKOUT_SLICE,
-            };
-            if let Ok(c) = self.pool.get_timeout(slice) {
-                return Ok(c);
-            }
-        }
-    }
-
-    fn get(&self, deadline: Instant) -> Result<r2d2::PooledConnection<Manager>> {
-        let (until, call_ends) = wait_end(self.timeout, deadline);
-        match self.wait_until(Some(until)) {
-            Ok(c) => Ok(c),
-            Err(Some(e)) => Err(Error::new(
-                Kind::Communication,
-                format!("database unreachable: {}", e.message),
-            )),
-            Err(None) if call_ends => Err(call_timed_out()),
-            // Still waiting for a connection the server does not grant.
-            Err(None) if self.health.connecting.load(Ordering::SeqCst) > 0 => Err(Error::new(
-                Kind::Communication,
-                format!(
-                    "the database did not accept a connection within {} ms",
-                    self.timeout.as_millis()
-                ),
-            )),
-            Err(None) => Err(timed_out(self.timeout)),
-        }
-    }
-}
-
 /// How long a checkout may wait: the pool timeout or the call's deadline,
 /// whichever comes first (and whether that is the call's).
 fn wait_end(pool_timeout: Duration, deadline: Instant) -> (Instant, bool) {
@@ -585,22 +377,29 @@ fn call_timed_out() -> Error {
     )
 }
 
-/// A pool on `std::sync` only, for processes forked from the one running
-/// r2d2.
-pub struct LocalPool {
+/// A pool of connections on `std::sync` only (no helper thread but the
+/// ones that connect, nothing that a `fork()` could leave locked), used in
+/// every process.
+///
+/// A connection goes back to the thread that used it last, when that
+/// thread asks again and it is free: a session that stays with one thread
+/// keeps its backend's and the client's caches warm. Measured here, a pool
+/// that handed sessions round threads (r2d2) cost each call about 2 µs more
+/// client time than one session per thread.
+pub struct Pool {
     shared: Arc<Shared>,
 }
 
 struct Shared {
     settings: Settings,
-    state: Mutex<LocalState>,
+    state: Mutex<State>,
     freed: Condvar,
     /// Connecting threads still running.
     in_flight: Arc<InFlight>,
 }
 
-struct LocalState {
-    // Boxed as in r2d2: a checkout moves a pointer, not the connection.
+struct State {
+    // Boxed: a checkout moves a pointer, not the connection.
     #[allow(clippy::vec_box)]
     idle: Vec<Box<Conn>>,
     total: u32,
@@ -608,15 +407,24 @@ struct LocalState {
     waiting: u32,
 }
 
+/// The calling thread, as a number that no other live thread has: the
+/// address of a thread-local.
+fn this_thread() -> usize {
+    thread_local! {
+        static THREAD: u8 = const { 0 };
+    }
+    THREAD.with(|t| std::ptr::from_ref(t) as usize)
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LocalState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Releases the state after a connection came back or went away, and
     /// wakes one waiting thread, if any: a condvar notification is a system
     /// call, only paid when some thread waits.
-    fn release(&self, st: std::sync::MutexGuard<'_, LocalState>) {
+    fn release(&self, st: std::sync::MutexGuard<'_, State>) {
         let wake = st.waiting > 0;
         drop(st);
         if wake {
@@ -655,13 +463,14 @@ impl Drop for Slot {
     }
 }
 
-impl LocalPool {
-    pub fn new(settings: &Settings, first: Option<Conn>) -> LocalPool {
+impl Pool {
+    /// A pool holding `first` (already connected), or nothing yet.
+    pub fn new(settings: &Settings, first: Option<Conn>) -> Pool {
         let total = u32::from(first.is_some());
-        LocalPool {
+        Pool {
             shared: Arc::new(Shared {
                 settings: settings.clone(),
-                state: Mutex::new(LocalState {
+                state: Mutex::new(State {
                     idle: first.into_iter().map(Box::new).collect(),
                     total,
                     waiting: 0,
@@ -672,13 +481,33 @@ impl LocalPool {
         }
     }
 
-    fn get(&self, deadline: Instant) -> Result<LocalConn<'_>> {
+    /// A live-looking connection for a call ending at `deadline`: stale ones
+    /// found on the way are dropped.
+    pub fn checkout(&self, deadline: Instant) -> Result<Checkout<'_>> {
+        loop {
+            let mut c = self.get(deadline)?;
+            if c.is_stale() {
+                c.broken = true;
+                continue;
+            }
+            c.deadline = deadline;
+            return Ok(c);
+        }
+    }
+
+    /// The connection this thread used last if it is free, else the one
+    /// free the longest, else a new one while there are fewer than
+    /// pool_size, else the first one given back before the wait ends.
+    fn get(&self, deadline: Instant) -> Result<Checkout<'_>> {
         let shared = &self.shared;
         let (until, call_ends) = wait_end(shared.settings.pool_timeout, deadline);
+        let me = this_thread();
         let mut st = shared.lock();
         loop {
-            if let Some(conn) = st.idle.pop() {
-                return Ok(LocalConn {
+            if !st.idle.is_empty() {
+                let i = st.idle.iter().rposition(|c| c.last_user == me).unwrap_or(0);
+                let conn = st.idle.remove(i);
+                return Ok(Checkout {
                     pool: self,
                     conn: Some(conn),
                 });
@@ -708,7 +537,7 @@ impl LocalPool {
 
     /// Makes a connection in a thread of its own, waiting for it until
     /// `deadline`; one made after that serves the next call.
-    fn connect(&self, slot: Slot, deadline: Instant) -> Result<LocalConn<'_>> {
+    fn connect(&self, slot: Slot, deadline: Instant) -> Result<Checkout<'_>> {
         let (tx, rx) = mpsc::sync_channel(1);
         let shared = self.shared.clone();
         let Some(ticket) = shared.in_flight.enter() else {
@@ -738,7 +567,7 @@ impl LocalPool {
         match rx.recv_timeout(left) {
             Ok((Ok(conn), slot)) => {
                 slot.taken();
-                Ok(LocalConn {
+                Ok(Checkout {
                     pool: self,
                     conn: Some(conn),
                 })
@@ -756,7 +585,7 @@ impl LocalPool {
     }
 }
 
-impl Drop for LocalPool {
+impl Drop for Pool {
     /// Waits for connecting threads, then closes the idle connections here
     /// (not in a thread that would still hold the pool).
     fn drop(&mut self) {
@@ -767,14 +596,18 @@ impl Drop for LocalPool {
     }
 }
 
-pub struct LocalConn<'a> {
-    pool: &'a LocalPool,
+/// A checked-out connection; goes back to its pool when dropped (or is
+/// discarded if marked broken).
+pub struct Checkout<'a> {
+    pool: &'a Pool,
     conn: Option<Box<Conn>>,
 }
 
-impl Drop for LocalConn<'_> {
+impl Drop for Checkout<'_> {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         let shared = &self.pool.shared;
         let mut st = shared.lock();
         // A dead connection is dropped after the lock is released.
@@ -782,6 +615,7 @@ impl Drop for LocalConn<'_> {
             st.total -= 1;
             Some(conn)
         } else {
+            conn.last_user = this_thread();
             st.idle.push(conn);
             None
         };
@@ -790,53 +624,15 @@ impl Drop for LocalConn<'_> {
     }
 }
 
-/// Either kind of pool.
-pub enum Pool {
-    R2d2(R2d2Pool),
-    Local(Box<LocalPool>),
-}
-
-/// A checked-out connection; goes back to its pool when dropped (or is
-/// discarded if marked broken).
-pub enum Checkout<'a> {
-    R2d2(r2d2::PooledConnection<Manager>),
-    Local(LocalConn<'a>),
-}
-
 impl std::ops::Deref for Checkout<'_> {
     type Target = Conn;
     fn deref(&self) -> &Conn {
-        match self {
-            Checkout::R2d2(c) => c,
-            Checkout::Local(c) => c.conn.as_ref().expect("checked out"),
-        }
+        self.conn.as_ref().expect("checked out")
     }
 }
 
 impl std::ops::DerefMut for Checkout<'_> {
     fn deref_mut(&mut self) -> &mut Conn {
-        match self {
-            Checkout::R2d2(c) => c,
-            Checkout::Local(c) => c.conn.as_mut().expect("checked out"),
-        }
-    }
-}
-
-impl Pool {
-    /// A live-looking connection for a call ending at `deadline`: stale ones
-    /// found on the way are dropped.
-    pub fn checkout(&self, deadline: Instant) -> Result<Checkout<'_>> {
-        loop {
-            let mut c = match self {
-                Pool::R2d2(p) => Checkout::R2d2(p.get(deadline)?),
-                Pool::Local(p) => Checkout::Local(p.get(deadline)?),
-            };
-            if c.is_stale() {
-                c.broken = true;
-                continue;
-            }
-            c.deadline = deadline;
-            return Ok(c);
-        }
+        self.conn.as_mut().expect("checked out")
     }
 }

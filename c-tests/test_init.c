@@ -360,7 +360,7 @@ static void test_schema_checks(void **state)
     make_database(db_empty, NULL, buf, sizeof buf);
     expect_init_conninfo(buf, -EPROTO, 5000);
     assert_true(ct_contains(dss_last_error(), "version 0"));
-    assert_true(ct_contains(dss_last_error(), "version 7 expected"));
+    assert_true(ct_contains(dss_last_error(), "version 8 expected"));
 
     /* dss.schema_info says version 0 only. */
     make_database(db_v0,
@@ -372,7 +372,7 @@ static void test_schema_checks(void **state)
                   buf, sizeof buf);
     expect_init_conninfo(buf, -EPROTO, 5000);
     assert_true(ct_contains(dss_last_error(), "version 0"));
-    assert_true(ct_contains(dss_last_error(), "version 7 expected"));
+    assert_true(ct_contains(dss_last_error(), "version 8 expected"));
 
     /* The table exists but is empty. */
     make_database(db_noversion,
@@ -381,7 +381,7 @@ static void test_schema_checks(void **state)
                   "description text NOT NULL)",
                   buf, sizeof buf);
     expect_init_conninfo(buf, -EPROTO, 5000);
-    assert_true(ct_contains(dss_last_error(), "version 7 expected"));
+    assert_true(ct_contains(dss_last_error(), "version 8 expected"));
 
     /* A newer schema (version 99 on top of every migration) is accepted. */
     make_database(db_v2, NULL, buf, sizeof buf);

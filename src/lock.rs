@@ -313,18 +313,20 @@ pub fn prune_history(h: &Handle, dry_run: bool, batch: u32) -> Result<Pruned> {
         })?;
     } else if bounded {
         let batch = i64::from(batch.max(1));
+        let mut after = "(0,0)".to_string();
         loop {
-            let n = h
+            let (n, last) = h
                 .run("history prune", |c| {
-                    c.query_one(&q::HISTORY_PRUNE, &[&retention, &batch])
-                        .map(|row| row.get::<i64>(0))
+                    c.query_one(&q::HISTORY_PRUNE, &[&retention, &batch, &after])
+                        .map(|row| (row.get::<i64>(0), row.get::<Option<String>>(1)))
                 })
                 .map_err(|e| {
                     Error::needs_owner(e, "pruning the history (dss_client may only append to it)")
                 })?;
             rows += n as u64;
-            if n < batch {
-                break;
+            match last {
+                Some(last) if n == batch => after = last,
+                _ => break,
             }
         }
     }

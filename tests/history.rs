@@ -143,6 +143,39 @@ fn prune_deletes_only_what_is_older_than_the_retention() {
     assert!(!out.contains("deleted"), "{out}");
 }
 
+/// Pruning walks the table in physical order, batch after batch: old rows
+/// spread over many pages between newer ones are all found, the newer ones
+/// kept, and a run whose last batch is exactly full ends too.
+#[test]
+fn prune_walks_past_newer_rows_across_pages() {
+    let db = fresh_migrated_database("hist_prune_walk");
+    let h = server::open(&db).unwrap();
+    let mut c = connect(&db);
+    c.batch_execute(
+        "INSERT INTO dss.lock_history (at, event, id, owner, token) \
+         SELECT CASE WHEN g % 3 = 0 THEN now() ELSE now() - interval '40 days' END, \
+                'acquire', 'walk' || g, 'me', g \
+           FROM generate_series(1, 3000) AS g",
+    )
+    .unwrap();
+    let pages = count(
+        &mut c,
+        "SELECT count(DISTINCT (ctid::text::point)[0])::int8 FROM dss.lock_history",
+    );
+    assert!(pages > 10, "the rows span {pages} pages");
+    let pruned = lock::prune_history(&h, false, 50).unwrap();
+    assert_eq!(pruned.rows, 2000, "2 000 old rows, in batches of 50");
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM dss.lock_history WHERE token % 3 = 0"
+        ),
+        1000,
+        "every newer row kept"
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM dss.lock_history"), 1000);
+}
+
 /// The token of an acquisition is drawn after the id's bucket lock: an
 /// acquisition that has to wait for it gets a token above every one drawn
 /// meanwhile (with the draw first, as in schema 3's statements, it would
@@ -253,6 +286,20 @@ fn migrations_from_schema_3_keep_what_is_held() {
         "a schema-6 database is refused by this library"
     );
     apply(&db, &["0007_roles.sql"]);
+    assert_eq!(
+        server::open(&db).err().map(|e| e.errno()),
+        Some(-libc::EPROTO),
+        "a schema-7 database is refused by this library"
+    );
+    apply(&db, &["0008_batch_path.sql"]);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'dss' AND tablename = 'lock_history'"
+        ),
+        0,
+        "the history has no index left"
+    );
     // What was there before 0007 is granted to dss_client too.
     client_conninfo(); // creates the role
     let h = server::open(&format!("{db} user={CLIENT_ROLE}")).unwrap();

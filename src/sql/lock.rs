@@ -332,7 +332,7 @@ pub static CHECK: Query = Query {
 
 /// `dss_lock_many`: $1 ids, $2 owner, $3 ttl_ms. No row: all taken; else
 /// (1-based position of the first conflicting id, its holder). See
-/// `dss.lock_many` in `sql/0002_leases.sql`.
+/// `dss.lock_many` in `sql/0008_batch_path.sql`.
 pub static LOCK_MANY: Query = Query {
     text: "SELECT conflict_ord, holder FROM dss.lock_many($1, $2, $3)",
     params: &[TEXT_ARRAY, TEXT, INT8],
@@ -476,15 +476,19 @@ pub static HISTORY_PRUNABLE: Query = Query {
     params: &[TEXT],
 };
 
-/// `dssctl history prune`, one batch: $1 retention, $2 batch size. Deletes
-/// up to $2 rows older than the retention, found through the BRIN index on
-/// `at` and deleted by their ctid; returns how many. Each batch is one short
-/// transaction holding only the row locks of what it deletes.
+/// `dssctl history prune`, one batch: $1 retention, $2 batch size, $3 the
+/// last row of the previous batch (a ctid, as text; '(0,0)' to start).
+/// Deletes the first $2 rows older than the retention that follow $3 in
+/// the table's physical order (a TID range scan: the table has no index),
+/// and returns how many and the last one's ctid (NULL if none). Each batch
+/// is one short transaction holding only the row locks of what it deletes;
+/// the batches of one run read the table once.
 pub static HISTORY_PRUNE: Query = Query {
     text: "WITH del AS ( \
               DELETE FROM dss.lock_history WHERE ctid = ANY (ARRAY( \
-                  SELECT ctid FROM dss.lock_history WHERE at < now() - $1::interval LIMIT $2)) \
-              RETURNING 1) \
-           SELECT count(*) FROM del",
-    params: &[TEXT, INT8],
+                  SELECT ctid FROM dss.lock_history \
+                   WHERE ctid > $3::tid AND at < now() - $1::interval LIMIT $2)) \
+              RETURNING ctid) \
+           SELECT count(*), max(ctid)::text FROM del",
+    params: &[TEXT, INT8, TEXT],
 };

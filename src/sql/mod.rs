@@ -49,7 +49,7 @@ pub mod token;
 
 /// Schema version this library needs (`dss.schema_info.version`, written by
 /// `sql/`). A newer schema is accepted: migrations only add.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// Settings of every library session, set once when it is opened
 /// ([`session_settings_sql`]; one round trip per session, not per call). `enable_seqscan = off`: every statement here finds its
@@ -111,6 +111,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0006_shared.sql", include_str!("../../sql/0006_shared.sql")),
     ("0007_roles.sql", include_str!("../../sql/0007_roles.sql")),
+    (
+        "0008_batch_path.sql",
+        include_str!("../../sql/0008_batch_path.sql"),
+    ),
 ];
 
 /// One parameterised statement. Declared as `static` so that each has one

@@ -151,8 +151,13 @@ fn poll_fd(fd: RawFd, events: i16, until: Option<Instant>) -> io::Result<Option<
             None => -1,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
-                // Rounded up, so that a short wait is not a busy loop.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as c_int
+                // Rounded up, so that a short wait is not a busy loop (in
+                // u64: a u128 division is a library call, on every wait).
+                let ms = left
+                    .as_secs()
+                    .saturating_mul(1000)
+                    .saturating_add(u64::from(left.subsec_nanos().div_ceil(1_000_000)));
+                ms.min(i32::MAX as u64) as c_int
             }
         };
         let mut p = libc::pollfd {

@@ -5,19 +5,22 @@
 -- lock). Held locks, leases, tokens, waiters, history and kv rows are kept.
 --
 -- Where a dss_lock_many of 10 000 free ids spent its time (backend CPU,
--- /proc/self/schedstat around each statement, median of 8, against a bare
--- INSERT ... SELECT unnest($1) of the same ids into a phobos-shaped table:
--- 27 ms): the lock rows with their tokens 31 ms, the history rows 26 ms, of
--- which the BRIN index on `at` 9 ms (PostgreSQL 15 reads the index's meta
--- and revmap pages for every row inserted, summarised or not); the bucket
--- locks 9 ms, of which 4 ms computing the distinct buckets; sorting the ids
--- 2 ms. So:
+-- /proc/self/schedstat read with pg_read_file before and after each
+-- statement, median of 10, freshly vacuumed tables): a bare INSERT ...
+-- SELECT unnest($1) of the same ids into a phobos-shaped table 29 ms; the
+-- lock rows with their tokens 35 ms; with the history rows as well, in one
+-- statement, 51 ms, plus 9.5 ms for the BRIN index on `at` (PostgreSQL 15
+-- reads the index's meta and revmap pages for every row inserted,
+-- summarised or not: 16.6 ms for 10 000 rows into a copy of the table
+-- without it, 26.1 with it); schema 7's dss.lock_many 71 ms without the
+-- index, of which 3 to 4 ms went to the DISTINCT of the bucket numbers and
+-- 2 ms to sorting the ids; this one 65 ms. So:
 -- * dss.lock_history has no index at all. `dssctl history prune` walks the
 --   table in physical order instead (a TID range scan from where the last
 --   batch stopped: each batch reads only what it needs, the whole run reads
 --   the table once), and the readers (`dssctl history ID`) read it as they
 --   already did (the history is bounded by its retention). A pair writes
---   two history rows: this also takes about 2 us off each.
+--   two history rows, so it also spends about 2 us less (1 us a row, above).
 -- * dss_lock_many's fast path (every id free: a plain INSERT) inserts in
 --   the caller's order: only statements that lock rows already there need
 --   id order to rule out deadlocks (the general path below keeps it). The

@@ -296,20 +296,11 @@ struct InFlight {
     closing: AtomicBool,
 }
 
-/// One piece of [`InFlight`] work; ends when dropped.
-struct Ticket(Arc<InFlight>);
+/// One connection attempt counted in its pool's [`InFlight`], holding the
+/// pool's state for the attempt's thread; ends when dropped.
+struct Ticket(Arc<Shared>);
 
 impl InFlight {
-    /// A ticket, unless the pool is closing.
-    fn enter(self: &Arc<Self>) -> Option<Ticket> {
-        let mut n = self.n.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.closing.load(Ordering::SeqCst) {
-            return None;
-        }
-        *n += 1;
-        Some(Ticket(self.clone()))
-    }
-
     /// No work starts from now on, and attempts running stop.
     fn close(&self) {
         let _n = self.n.lock().unwrap_or_else(PoisonError::into_inner);
@@ -337,10 +328,11 @@ impl InFlight {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut n = self.0.n.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = &self.0.in_flight;
+        let mut n = f.n.lock().unwrap_or_else(PoisonError::into_inner);
         *n -= 1;
         if *n == 0 {
-            self.0.none.notify_all();
+            f.none.notify_all();
         }
     }
 }
@@ -395,7 +387,7 @@ struct Shared {
     state: Mutex<State>,
     freed: Condvar,
     /// Connecting threads still running.
-    in_flight: Arc<InFlight>,
+    in_flight: InFlight,
 }
 
 struct State {
@@ -417,6 +409,17 @@ fn this_thread() -> usize {
 }
 
 impl Shared {
+    /// A ticket for a connection attempt, unless the pool is closing.
+    fn enter(self: &Arc<Self>) -> Option<Ticket> {
+        let f = &self.in_flight;
+        let mut n = f.n.lock().unwrap_or_else(PoisonError::into_inner);
+        if f.closing.load(Ordering::SeqCst) {
+            return None;
+        }
+        *n += 1;
+        Some(Ticket(self.clone()))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -476,7 +479,7 @@ impl Pool {
                     waiting: 0,
                 }),
                 freed: Condvar::new(),
-                in_flight: Arc::default(),
+                in_flight: InFlight::default(),
             }),
         }
     }
@@ -539,15 +542,15 @@ impl Pool {
     /// `deadline`; one made after that serves the next call.
     fn connect(&self, slot: Slot, deadline: Instant) -> Result<Checkout<'_>> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let shared = self.shared.clone();
-        let Some(ticket) = shared.in_flight.enter() else {
+        let Some(ticket) = self.shared.enter() else {
             return Err(Error::new(Kind::Communication, "the pool is closed"));
         };
         let spawned = std::thread::Builder::new()
             .name("dss-connect".to_string())
             .spawn(move || {
-                // Ends after the connection is handed over or kept idle.
-                let _ticket = ticket;
+                // The ticket ends after the connection is handed over or
+                // kept idle.
+                let shared = &ticket.0;
                 let stop = Some(&shared.in_flight.closing);
                 let made = Conn::connect(&shared.settings, None, stop).map(Box::new);
                 // Nobody waits any more: a connection made serves the next
